@@ -1,0 +1,1 @@
+"""Analysis: attention maps, probes and embeddings."""

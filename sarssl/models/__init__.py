@@ -1,0 +1,1 @@
+"""Models: timm ViT encoders, MAE, DINO and task heads."""

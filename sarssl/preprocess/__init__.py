@@ -1,0 +1,1 @@
+"""SAR preprocessing: calibration, speckle filters, seasonal composites, terrain, co-registration."""

@@ -1,0 +1,1 @@
+"""Training: one engine for every stage, pretraining and fine-tuning entry points."""

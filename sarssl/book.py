@@ -1,0 +1,142 @@
+"""Execute the book's chapters with papermill and build the HTML book with Jupyter Book 1.x.
+
+The chapters' source of truth is the MyST markdown in ``book/chapters/``, paired by jupytext with
+an ``.ipynb`` of the same name. ``sarssl book`` runs each paired notebook with papermill (injecting
+``PROFILE``), collects the executed notebooks in a staging copy of the book, and builds that copy
+with ``execute_notebooks: off``, so every number in the HTML comes from the run just made.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def book_root(root: str | Path | None = None) -> Path:
+    """The folder with ``_config.yml`` and ``_toc.yml`` (the repository root by default)."""
+    root = Path(root) if root is not None else REPO_ROOT
+    for name in ("_config.yml", "_toc.yml"):
+        if not (root / name).is_file():
+            raise FileNotFoundError(f"{name} not found in {str(root)!r}: run from a sarssl checkout")
+    return root
+
+
+def toc_files(root: str | Path | None = None) -> list[str]:
+    """Every file named in ``_toc.yml`` (without extension), in reading order."""
+    toc = yaml.safe_load((book_root(root) / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+            for part in entry.get("parts", []):
+                walk(part.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+def chapter_notebooks(root: str | Path | None = None) -> list[Path]:
+    """Paired ``.ipynb`` of every chapter in the table of contents, in reading order."""
+    root = book_root(root)
+    return [root / f"{f}.ipynb" for f in toc_files(root) if (root / f"{f}.ipynb").is_file()]
+
+
+def execute_chapter(notebook: str | Path, out_path: str | Path, profile: str = "cpu", cwd: str | Path | None = None) -> float:
+    """Run one chapter notebook with papermill, injecting ``PROFILE``; returns the seconds it took.
+
+    Raises ``papermill.PapermillExecutionError`` (naming the failing cell) when a cell fails.
+    """
+    import papermill as pm
+
+    notebook, out_path = Path(notebook), Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    pm.execute_notebook(
+        str(notebook), str(out_path), parameters={"PROFILE": profile}, kernel_name="python3",
+        cwd=str(cwd or notebook.parent), progress_bar=False,
+    )
+    return time.perf_counter() - start
+
+
+def stage_book(executed: dict[str, Path], stage_dir: str | Path, root: str | Path | None = None) -> Path:
+    """Copy the book's config and pages into ``stage_dir``, with executed notebooks in place of chapters.
+
+    Args:
+        executed: toc file (e.g. ``"book/chapters/02_data"``) -> executed ``.ipynb``.
+    """
+    root, stage = book_root(root), Path(stage_dir)
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml", "references.bib"):
+        if (root / name).is_file():
+            shutil.copy2(root / name, stage / name)
+    for path in (root / "book").rglob("*"):
+        rel = path.relative_to(root)
+        if path.is_dir() or "_build" in rel.parts or ".ipynb_checkpoints" in rel.parts:
+            continue
+        if path.suffix in (".md", ".ipynb") and rel.with_suffix("").as_posix() in executed:
+            continue
+        if path.suffix == ".ipynb":  # unexecuted pairs would clash with their .md twin
+            continue
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, stage / rel)
+    for name, nb in executed.items():
+        (stage / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(nb, stage / f"{name}.ipynb")
+    return stage
+
+
+def build_html(stage_dir: str | Path, out_dir: str | Path, strict: bool = True) -> Path:
+    """Build the staged book with Jupyter Book; returns the folder holding ``index.html``.
+
+    With ``strict``, Sphinx warnings are errors (``-W -n --keep-going``).
+    """
+    stage_dir, out_dir = Path(stage_dir), Path(out_dir)
+    jb_out = out_dir / "jb"
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(stage_dir), "--path-output", str(jb_out), "--all"]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed (exit {proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    html = out_dir / "html"
+    if html.exists():
+        shutil.rmtree(html)
+    shutil.copytree(jb_out / "_build" / "html", html)
+    shutil.rmtree(jb_out, ignore_errors=True)
+    return html
+
+
+def build_book(profile: str = "cpu", out_dir: str | Path = "_build", root: str | Path | None = None,
+               strict: bool = True, reuse_executed: bool = False, progress: bool = True) -> Path:
+    """Execute every chapter with ``profile`` and build the HTML book into ``<out_dir>/html``.
+
+    Executed notebooks are kept in ``<out_dir>/executed/<profile>/``; with ``reuse_executed`` a chapter
+    whose executed copy is newer than its source is not run again.
+    """
+    from tqdm.auto import tqdm
+
+    root, out_dir = book_root(root), Path(out_dir).resolve()
+    exec_dir = out_dir / "executed" / profile
+    executed = {}
+    chapters = [f for f in toc_files(root) if (root / f"{f}.ipynb").is_file()]
+    for name in tqdm(chapters, desc=f"chapters ({profile})", disable=not progress):
+        src, dst = root / f"{name}.ipynb", exec_dir / f"{name}.ipynb"
+        if not (reuse_executed and dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime):
+            execute_chapter(src, dst, profile=profile, cwd=src.parent)
+        executed[name] = dst
+    stage = stage_book(executed, out_dir / "staging", root)
+    return build_html(stage, out_dir, strict=strict)

@@ -1,0 +1,149 @@
+"""The ``sarssl`` command line.
+
+``sarssl simulate``  write a simulated region in the M3LEO layout
+``sarssl stats``     chip counts, splits and per-channel statistics of a region
+``sarssl book``      execute every chapter with papermill and build the HTML book
+``sarssl pretrain``  MAE or DINO pretraining (resumable with the same command)
+
+A user error (missing folder, unknown product, bad number) prints one line and exits with status 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sarssl.profiles import PROFILE_NAMES
+
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {text!r} does not exist")
+    return path
+
+
+def cmd_simulate(args) -> int:
+    from sarssl.data.simulate import simulate_region
+
+    layout = simulate_region(
+        args.out_dir, aoi=args.aoi, n_chips=args.n_chips, chip_size=args.size,
+        pixel_size=args.pixel_size, seed=args.seed, year=args.year, progress=not args.quiet,
+    )
+    print(f"wrote {args.n_chips} chips of {args.size}x{args.size} px to {layout.aoi_dir}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from sarssl.data.stats import region_summary
+
+    print(region_summary(args.root, aois=args.aoi, n_tiles=args.n_tiles, seed=args.seed))
+    return 0
+
+
+def cmd_book(args) -> int:
+    from sarssl.book import build_book
+    from sarssl.profiles import resolve_profile_name
+
+    html = build_book(profile=resolve_profile_name(args.profile), out_dir=args.out, strict=not args.no_strict,
+                      reuse_executed=args.reuse)
+    print(f"book built: {html / 'index.html'}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from sarssl.profiles import resolve_profile_name
+    from sarssl.train.pretrain import run_pretrain
+
+    out = run_pretrain(args.method, resolve_profile_name(args.profile), str(args.data), str(args.out),
+                       aoi=args.aoi, overrides={k: v for k, v in {"epochs": args.epochs}.items() if v is not None})
+    print(f"pretraining done: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sarssl", description="Self-supervised learning for SAR: data, pretraining, book.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="write a simulated region in the M3LEO layout",
+                       description="Write a simulated Sentinel-1 region (all M3LEO products) in the M3LEO folder layout.")
+    p.add_argument("out_dir", type=Path, help="M3LEO root to write into (the AOI goes to OUT_DIR/AOI)")
+    p.add_argument("--n-chips", type=_positive_int, default=64, help="number of chips (default 64)")
+    p.add_argument("--size", type=_positive_int, default=64, help="chip size in pixels (default 64)")
+    p.add_argument("--pixel-size", type=_positive_float, default=10.0, help="pixel size in metres (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--aoi", default="sim-a", help="AOI name (default sim-a)")
+    p.add_argument("--year", type=int, default=2020, help="product year (default 2020)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("stats", help="chip counts, splits and per-channel statistics of a region",
+                       description="Summarise an M3LEO root: chips per AOI, split and product, and per-channel statistics.")
+    p.add_argument("root", type=_existing_dir, help="M3LEO root folder")
+    p.add_argument("--aoi", action="append", help="AOI to summarise (repeatable; default: all)")
+    p.add_argument("--n-tiles", type=_positive_int, default=32, help="train tiles sampled for channel statistics")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("book", help="execute every chapter and build the HTML book",
+                       description="Execute every chapter with papermill and build the HTML book into OUT/html.")
+    p.add_argument("--profile", default="cpu", choices=("auto",) + PROFILE_NAMES, help="run profile (default cpu)")
+    p.add_argument("--out", type=Path, default=Path("_build"), help="output folder (default _build)")
+    p.add_argument("--reuse", action="store_true", help="reuse executed chapters newer than their source")
+    p.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
+    p.set_defaults(func=cmd_book)
+
+    p = sub.add_parser("pretrain", help="MAE or DINO pretraining on 12-channel SAR composites",
+                       description="Pretrain an encoder with MAE or DINO. Running the same command again resumes.")
+    p.add_argument("method", choices=("mae", "dino"), help="pretraining method")
+    p.add_argument("--profile", default="auto", choices=("auto",) + PROFILE_NAMES, help="run profile (default auto)")
+    p.add_argument("--data", type=_existing_dir, required=True, help="M3LEO root folder")
+    p.add_argument("--aoi", action="append", help="AOI to train on (repeatable; default: all)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, encoder.pth)")
+    p.add_argument("--epochs", type=_positive_int, help="override the profile's epoch count")
+    p.set_defaults(func=cmd_pretrain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"sarssl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sarssl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Where chapters keep what they make: simulated regions, normalisation stats, runs and checkpoints.
+
+Chapters can run on their own (on Colab, say) or in sequence: each one asks the workspace for the
+simulated region or the pretrained encoder it needs, and the workspace makes it once and reuses it.
+The root is ``$SARSSL_HOME`` when set, else ``~/.cache/sarssl``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from sarssl.profiles import Profile
+
+
+def workspace_dir() -> Path:
+    """The workspace root (``$SARSSL_HOME`` or ``~/.cache/sarssl``), created if needed."""
+    root = Path(os.environ.get("SARSSL_HOME", Path.home() / ".cache" / "sarssl")).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def region_root(profile: Profile, seed: int = 0) -> Path:
+    """Folder that holds the simulated region(s) for ``profile`` and ``seed`` (one M3LEO root)."""
+    d = profile.data
+    return workspace_dir() / "regions" / f"{profile.name}-n{d.n_chips}-s{d.chip_size}-seed{seed}"
+
+
+def simulated_region(profile: Profile, aoi: str = "sim-a", seed: int = 0, progress: bool = True) -> Path:
+    """M3LEO root holding the simulated AOI ``aoi`` for ``profile``; simulated on first use.
+
+    The AOI is written to a temporary folder and moved into place, so concurrent callers and
+    interrupted runs never see a half-written region.
+
+    Returns:
+        The root folder to pass to the M3LEO readers (the AOI is ``root / aoi``).
+    """
+    from sarssl.data.simulate import simulate_region
+
+    root = region_root(profile, seed)
+    target = root / aoi
+    if target.is_dir():
+        return root
+    tmp_root = root.parent / f".tmp-{uuid.uuid4().hex}"
+    d = profile.data
+    simulate_region(
+        tmp_root, aoi=aoi, n_chips=d.n_chips, chip_size=d.chip_size, pixel_size=d.pixel_size,
+        seed=seed, progress=progress,
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp_root / aoi, target)
+    except OSError:
+        if not target.is_dir():  # lost a race only if the winner's copy is there
+            raise
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return root
+
+
+def run_dir(profile: Profile, name: str) -> Path:
+    """Folder for a training run (``mae``, ``dino``, ``finetune/...``) of ``profile``."""
+    path = workspace_dir() / "runs" / profile.name / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -27,7 +27,8 @@ def worldcover_cmap() -> tuple[ListedColormap, BoundaryNorm]:
 def show_worldcover(ax, classes: np.ndarray, legend: bool = False) -> None:
     """Draw a WorldCover class-index map (IGNORE_INDEX shown white) on ``ax``."""
     cmap, norm = worldcover_cmap()
-    masked = np.ma.masked_equal(np.asarray(classes), IGNORE_INDEX)
+    classes = np.asarray(classes).astype(np.int64)
+    masked = np.ma.masked_array(classes, mask=classes == IGNORE_INDEX)
     ax.imshow(masked, cmap=cmap, norm=norm, interpolation="nearest")
     if legend:
         present = sorted(set(np.unique(masked.compressed()).tolist()))

@@ -27,7 +27,6 @@ def chapter_workspace(tmp_path_factory):
     """One workspace for all chapters of the session, so later chapters reuse what earlier ones made."""
     mp = pytest.MonkeyPatch()
     mp.setenv("SARSSL_HOME", str(tmp_path_factory.mktemp("sarssl_home")))
-    mp.setenv("MPLBACKEND", "Agg")
     yield
     mp.undo()
 

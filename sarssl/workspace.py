@@ -65,3 +65,17 @@ def run_dir(profile: Profile, name: str) -> Path:
     path = workspace_dir() / "runs" / profile.name / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool = True, **overrides) -> Path:
+    """Run folder of ``method`` (``"mae"`` or ``"dino"``) pretrained on the simulated region of ``profile``.
+
+    Trains on first use and resumes an interrupted run; a finished run is reused as it is. The folder
+    holds ``encoder.pth``/``encoder.json`` (timm-named encoder), ``metrics.csv`` and ``checkpoint.pt``.
+    """
+    from sarssl.train.pretrain import run_pretrain
+
+    root = simulated_region(profile, seed=seed, progress=progress)
+    out = run_dir(profile, method if seed == 0 else f"{method}-seed{seed}")
+    return run_pretrain(method, profile, root, out, aoi="sim-a", overrides=overrides or None,
+                        progress=progress, seed=seed)

@@ -1,0 +1,698 @@
+"""The one training engine for MAE, DINO and fine-tuning.
+
+Contract
+--------
+A **task** is an ``nn.Module`` with one required method::
+
+    training_step(batch: dict, step_info: StepInfo) -> dict[str, Tensor]
+
+It returns at least ``"loss"`` (a scalar tensor; the engine divides it by ``grad_accum_steps`` and
+back-propagates it); every other 0-d entry is averaged over the logging window and written to
+``metrics.csv`` and TensorBoard. Optional hooks, all looked up with ``getattr``:
+
+``param_groups(weight_decay) -> list[dict]``
+    optimiser groups (default :func:`sarssl.train.optim.param_groups_weight_decay`: no decay on
+    biases, 1-D parameters, position embeddings and tokens). A group may carry ``wd_scale`` (0 or 1,
+    multiplies the scheduled weight decay) and ``lr_scale`` (multiplies the scheduled lr).
+``on_before_optimizer_step(step_info)``
+    after backward, unscaling and clipping, before ``optimizer.step`` (DINO cancels the last
+    layer's gradients here in the first epoch).
+``on_after_optimizer_step(step_info)``
+    after the step (DINO's EMA teacher update, using ``step_info.step``/``progress``).
+``on_epoch_end(step_info) -> dict | None``
+    after the last step of each epoch; returned scalars are logged (DINO's k-NN accuracy).
+``extra_state() -> dict`` / ``load_extra_state(dict)``
+    non-parameter, non-buffer state that must survive a resume (buffers are in the state dict).
+``export_encoder() -> dict`` and ``encoder_spec() -> dict``
+    timm-named encoder state dict saved as ``encoder.pth`` next to every checkpoint, and the
+    ``timm.create_model`` keyword arguments (``name``, ``in_chans``, ``img_size``, ``patch_size``)
+    saved as ``encoder.json``.
+``compile_for_training()``
+    called when ``TrainConfig.compile`` is set (default: ``.compile()`` on each child module).
+
+:class:`StepInfo` carries the position and the schedules of the optimiser step being computed:
+``step`` (0-based), ``epoch``, ``total_steps``, ``steps_per_epoch``, ``lr``, ``wd``, ``progress``
+(``step / total_steps``), ``epoch_float``, ``micro_step`` (0..accum-1), ``rank``, ``world_size``
+and ``device``; tasks derive their own schedules from it (teacher momentum, temperature).
+
+Data: a map-style ``Dataset`` (+ optional ``collate_fn``); the engine draws each epoch's order from
+``seed`` and ``epoch`` alone (:class:`EpochSampler`), so a resumed run skips exactly the consumed
+batches, and calls ``dataset.set_epoch(epoch)`` (when it exists) before each epoch's loader starts. Alternatively pass ``loader_factory(sampler, batch_size) -> iterable of batches``.
+Exact resume holds for randomness drawn from the global generators in the main process
+(``num_workers=0``) or from per-sample seeds; with worker processes, workers are re-seeded per
+epoch from ``seed`` but the batch-to-worker assignment shifts after a resume.
+
+Steps: one optimiser step = ``grad_accum_steps`` micro-batches of ``batch_size`` per process, so
+the effective batch is ``batch_size * grad_accum_steps * world_size`` and
+``lr = base_lr * effective_batch / 256`` (unless ``lr`` is given). Warmup and cosine decay are per step.
+
+Output folder: ``checkpoint.pt`` (model, optimiser, scaler, step, data position, RNG states, extra
+state, config), ``encoder.pth``/``encoder.json``, ``metrics.csv`` and ``tb/``. Running
+:meth:`Trainer.fit` again on the same folder resumes. Under ``torchrun`` (``WORLD_SIZE > 1``) the
+engine initialises the process group (NCCL on CUDA, Gloo on CPU), wraps the task in DDP, shards
+each epoch's order by rank, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from sarssl.train.checkpoint import (
+    CHECKPOINT_NAME, atomic_save, load_checkpoint, rng_state, save_encoder, seed_everything, set_rng_state,
+)
+from sarssl.train.optim import normalise_groups, param_groups_weight_decay
+from sarssl.train.schedules import cosine_value, warmup_cosine
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything the engine needs; sizes come from :mod:`sarssl.profiles` via the entry points.
+
+    ``epochs`` and ``warmup_epochs`` are in passes over the data; ``checkpoint_every`` and
+    ``log_every`` in optimiser steps (0 = checkpoint only at the end). ``max_steps`` stops early
+    (after writing a checkpoint) without changing the schedule: use it to split a run in pieces.
+    """
+
+    epochs: int = 1
+    batch_size: int = 32  # per process and micro-batch
+    base_lr: float = 1.5e-4
+    lr: float | None = None  # absolute peak lr; overrides base_lr scaling when set
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.05
+    weight_decay_end: float | None = None  # None: constant weight decay
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_accum_steps: int = 1
+    clip_grad: float | None = None
+    clip_mode: str = "global"  # "global" (one norm) | "per_param" (DINO)
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
+    compile: bool = False
+    checkpoint_every: int = 0
+    log_every: int = 10
+    out_dir: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    drop_last: bool = True
+    shuffle: bool = True
+    max_steps: int | None = None
+    resume: bool = True
+    tensorboard: bool = True
+    progress: bool = True
+    find_unused_parameters: bool = False
+
+    def __post_init__(self):
+        if self.epochs <= 0:
+            raise ValueError(f"TrainConfig.epochs must be positive, got {self.epochs}")
+        if self.batch_size <= 0:
+            raise ValueError(f"TrainConfig.batch_size must be positive, got {self.batch_size}")
+        if self.grad_accum_steps < 1:
+            raise ValueError(f"TrainConfig.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+        if self.clip_mode not in ("global", "per_param"):
+            raise ValueError(f"TrainConfig.clip_mode must be 'global' or 'per_param', got {self.clip_mode!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        self.betas = tuple(self.betas)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build from a dict, rejecting unknown keys with the list of valid ones."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid: {sorted(names)}")
+        return cls(**values)
+
+
+@dataclass
+class StepInfo:
+    """Position and schedule values of the optimiser step being computed (see module docstring)."""
+
+    step: int
+    epoch: int
+    total_steps: int
+    steps_per_epoch: int
+    lr: float
+    wd: float
+    micro_step: int = 0
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done before this step, in [0, 1)."""
+        return self.step / max(self.total_steps, 1)
+
+    @property
+    def epoch_float(self) -> float:
+        """Epochs done before this step, fractional."""
+        return self.step / max(self.steps_per_epoch, 1)
+
+    @property
+    def is_first_epoch(self) -> bool:
+        return self.epoch == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Hardware helpers
+# --------------------------------------------------------------------------------------------
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> the local CUDA device (``LOCAL_RANK``) when available, else CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for fp32, whether a GradScaler is needed).
+
+    ``auto``: bf16 on CUDA compute capability >= 8, fp16 with a scaler below, fp32 on CPU.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return None, False
+        major, _ = torch.cuda.get_device_capability(device)
+        precision = "bf16" if major >= 8 else "fp16"
+    if precision == "fp32":
+        return None, False
+    if precision == "bf16":
+        return torch.bfloat16, False
+    if device.type != "cuda":
+        raise ValueError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
+    return torch.float16, True
+
+
+def move_to_device(obj: Any, device: torch.device) -> Any:
+    """Tensors (nested in dicts, lists, tuples) moved to ``device``; everything else unchanged."""
+    if torch.is_tensor(obj):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: move_to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(move_to_device(v, device) for v in obj)
+    return obj
+
+
+def batch_size_of(batch: Any) -> int:
+    """Number of samples in a batch: dim 0 of its first tensor (searching dicts/lists)."""
+    if torch.is_tensor(batch):
+        return int(batch.shape[0]) if batch.ndim else 1
+    values = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for v in values:
+        n = batch_size_of(v)
+        if n:
+            return n
+    return 0
+
+
+def clip_gradients(params: list[torch.Tensor], max_norm: float, mode: str) -> torch.Tensor:
+    """Clip in place; returns the global gradient norm before clipping (a tensor).
+
+    ``global``: one norm over all parameters (``clip_grad_norm_``). ``per_param``: each parameter's
+    gradient scaled to norm <= ``max_norm`` on its own (DINO's ``clip_gradients``).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    if mode == "global":
+        return torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], max_norm)
+    norms = torch._foreach_norm(grads)
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    scales = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
+    torch._foreach_mul_(grads, scales)
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Data order
+# --------------------------------------------------------------------------------------------
+class EpochSampler(Sampler[int]):
+    """Each epoch's order is a function of (``seed``, ``epoch``) only; sharded by rank; can skip a prefix.
+
+    Args:
+        n: dataset length.
+        seed: base seed. shuffle: permute (else identity order).
+        rank, world_size: process position; each rank takes every ``world_size``-th index after
+            trimming to a multiple of ``world_size`` (so all ranks see the same count).
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        if n <= 0:
+            raise ValueError("the training dataset is empty")
+        self.n, self.seed, self.shuffle, self.rank, self.world_size = n, seed, shuffle, rank, world_size
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select ``epoch``'s order and skip its first ``skip`` indices (already consumed)."""
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def per_rank(self) -> int:
+        return self.n // self.world_size
+
+    def indices(self) -> np.ndarray:
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
+                 else np.arange(self.n))
+        order = order[: self.per_rank() * self.world_size]
+        return order[self.rank:: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.skip:].tolist())
+
+    def __len__(self) -> int:
+        return max(self.per_rank() - self.skip, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed helpers
+# --------------------------------------------------------------------------------------------
+def init_distributed(device: torch.device) -> tuple[int, int, bool]:
+    """(rank, world_size, initialised_here): initialise the default group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world <= 1:
+        return 0, 1, False
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+class _StepModule(nn.Module):
+    """Routes ``forward`` to ``task.training_step`` so DDP sees the call that builds the graph."""
+
+    def __init__(self, task: nn.Module):
+        super().__init__()
+        self.task = task
+
+    def forward(self, batch, step_info):
+        return self.task.training_step(batch, step_info)
+
+
+# --------------------------------------------------------------------------------------------
+# Logging
+# --------------------------------------------------------------------------------------------
+class MetricsLogger:
+    """Appends rows to ``metrics.csv`` (header fixed by the first row) and TensorBoard scalars."""
+
+    def __init__(self, out_dir: Path | None, tensorboard: bool = True, resume_step: int | None = None):
+        self.path = out_dir / "metrics.csv" if out_dir else None
+        self.header: list[str] | None = None
+        self.history: list[dict] = []
+        self.writer = None
+        if self.path is not None and self.path.exists():
+            with open(self.path, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            if rows:
+                self.header = list(rows[0].keys())
+            keep = [r for r in rows if resume_step is not None and int(float(r["step"])) <= resume_step]
+            self._rewrite(keep)
+        if out_dir is not None and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=resume_step)
+            except Exception as err:  # tensorboard missing or broken: CSV still works
+                warnings.warn(f"TensorBoard logging disabled: {err}")
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        if not rows:
+            self.path.unlink()
+            self.header = None
+            return
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.header)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def log(self, row: dict) -> None:
+        self.history.append(row)
+        if self.path is not None:
+            new_keys = [k for k in row if self.header is not None and k not in self.header]
+            if self.header is None or new_keys:
+                old = []
+                if self.header is not None and self.path.exists():
+                    with open(self.path, newline="") as fh:
+                        old = list(csv.DictReader(fh))
+                self.header = (self.header or []) + [k for k in row if k not in (self.header or [])]
+                with open(self.path, "w", newline="") as fh:
+                    w = csv.DictWriter(fh, fieldnames=self.header)
+                    w.writeheader()
+                    w.writerows(old)
+            with open(self.path, "a", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=self.header).writerow(row)
+        if self.writer is not None:
+            step = int(row["step"])
+            for k, v in row.items():
+                if k not in ("step", "epoch") and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Trainer
+# --------------------------------------------------------------------------------------------
+class Trainer:
+    """Fit ``task`` on ``data`` with ``config``; see the module docstring for the contract.
+
+    Args:
+        task: ``nn.Module`` with ``training_step(batch, step_info) -> {"loss": ...}``.
+        data: map-style ``Dataset`` or ``loader_factory(sampler, batch_size) -> iterable``.
+        config: :class:`TrainConfig`.
+        collate_fn: batch collation for a ``Dataset`` (default ``torch`` collate).
+    """
+
+    def __init__(self, task: nn.Module, data: Dataset | Callable, config: TrainConfig,
+                 collate_fn: Callable | None = None):
+        if not callable(getattr(task, "training_step", None)):
+            raise TypeError(f"{type(task).__name__} has no training_step(batch, step_info) method")
+        self.task, self.data, self.config, self.collate_fn = task, data, config, collate_fn
+        self.device = resolve_device(config.device)
+        self.rank, self.world_size, self._owns_pg = init_distributed(self.device)
+        self.is_main = self.rank == 0
+        self.out_dir = Path(config.out_dir) if config.out_dir else None
+        self.amp_dtype, use_scaler = resolve_precision(config.precision, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.step = 0
+        self.last_checkpoint: Path | None = None
+        self.logger: MetricsLogger | None = None
+
+    # -- setup ----------------------------------------------------------------------------
+    def _build_loader(self):
+        cfg = self.config
+        if isinstance(self.data, Dataset) or hasattr(self.data, "__getitem__"):
+            n = len(self.data)
+            self.sampler = EpochSampler(n, cfg.seed, cfg.shuffle, self.rank, self.world_size)
+            if self.sampler.per_rank() < cfg.batch_size * cfg.grad_accum_steps:
+                raise ValueError(
+                    f"the dataset has {n} samples ({self.sampler.per_rank()} per process), fewer than one optimiser "
+                    f"step needs (batch_size {cfg.batch_size} x grad_accum_steps {cfg.grad_accum_steps})")
+            self.loader = DataLoader(
+                self.data, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=cfg.drop_last,
+                num_workers=cfg.num_workers, collate_fn=self.collate_fn,
+                pin_memory=self.device.type == "cuda", generator=torch.Generator(),
+                persistent_workers=False,
+            )
+            micro = self.sampler.per_rank() // cfg.batch_size if cfg.drop_last else math.ceil(
+                self.sampler.per_rank() / cfg.batch_size)
+        elif callable(self.data):
+            n = getattr(self.data, "num_samples", None)
+            if n is None:
+                raise TypeError("a loader_factory must carry a 'num_samples' attribute (dataset length)")
+            self.sampler = EpochSampler(n, cfg.seed, cfg.shuffle, self.rank, self.world_size)
+            self.loader = None
+            micro = self.sampler.per_rank() // cfg.batch_size
+        else:
+            raise TypeError(f"data must be a Dataset or a loader factory, got {type(self.data).__name__}")
+        self.steps_per_epoch = micro // cfg.grad_accum_steps
+        if self.steps_per_epoch < 1:
+            raise ValueError("not enough data for one optimiser step per epoch")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        eff = cfg.batch_size * cfg.grad_accum_steps * self.world_size
+        self.effective_batch = eff
+        self.peak_lr = cfg.lr if cfg.lr is not None else cfg.base_lr * eff / 256
+
+    def _epoch_batches(self, epoch: int, skip_micro: int) -> Iterable:
+        self.sampler.set_epoch(epoch, skip_micro * self.config.batch_size)
+        set_epoch = getattr(self.data, "set_epoch", None)
+        if callable(set_epoch) and isinstance(self.data, Dataset):
+            set_epoch(epoch)
+        if self.loader is None:
+            return self.data(self.sampler, self.config.batch_size)
+        self.loader.generator.manual_seed(int(np.random.default_rng([self.config.seed, epoch, 7]).integers(2**62)))
+        return self.loader
+
+    def _build_optimizer(self):
+        cfg = self.config
+        hook = getattr(self.task, "param_groups", None)
+        groups = hook(cfg.weight_decay) if callable(hook) else param_groups_weight_decay(self.task, cfg.weight_decay)
+        groups = normalise_groups(groups, cfg.weight_decay)
+        self.params = [p for g in groups for p in g["params"]]
+        kwargs = dict(lr=self.peak_lr, betas=cfg.betas, eps=cfg.eps)
+        if self.device.type == "cuda":
+            kwargs["fused"] = True
+        self.optimizer = torch.optim.AdamW(groups, **kwargs)
+
+    def schedule(self, step: int) -> tuple[float, float]:
+        """(lr, weight decay) at optimiser step ``step``."""
+        cfg = self.config
+        lr = warmup_cosine(step, self.total_steps, self.peak_lr, cfg.min_lr, self.warmup_steps)
+        wd = cfg.weight_decay if cfg.weight_decay_end is None else cosine_value(
+            cfg.weight_decay, cfg.weight_decay_end, step / max(self.total_steps - 1, 1))
+        return lr, wd
+
+    def step_info(self, step: int, micro_step: int = 0) -> StepInfo:
+        lr, wd = self.schedule(step)
+        return StepInfo(step=step, epoch=step // self.steps_per_epoch, total_steps=self.total_steps,
+                        steps_per_epoch=self.steps_per_epoch, lr=lr, wd=wd, micro_step=micro_step,
+                        rank=self.rank, world_size=self.world_size, device=self.device)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir else None
+
+    def state_dict(self) -> dict:
+        extra = getattr(self.task, "extra_state", None)
+        return {
+            "format": "sarssl-train-1",
+            "task": self.task.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "batch_in_epoch": (self.step % self.steps_per_epoch) * self.config.grad_accum_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "rng": rng_state(),
+            "extra": extra() if callable(extra) else None,
+            "config": asdict(self.config),
+            "world_size": self.world_size,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoint.pt`` (+ ``encoder.pth``) atomically on rank 0; returns its path."""
+        if self.out_dir is None:
+            return None
+        if self.is_main:
+            atomic_save(self.state_dict(), self.checkpoint_path)
+            export = getattr(self.task, "export_encoder", None)
+            if callable(export):
+                spec = getattr(self.task, "encoder_spec", None)
+                save_encoder(export(), self.out_dir, spec() if callable(spec) else None)
+        if self.world_size > 1:
+            dist.barrier()
+        self.last_checkpoint = self.checkpoint_path
+        return self.checkpoint_path
+
+    def load_checkpoint(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        if ckpt.get("steps_per_epoch") != self.steps_per_epoch or ckpt.get("world_size", 1) != self.world_size:
+            raise ValueError(
+                f"checkpoint {path} was written with {ckpt.get('steps_per_epoch')} steps per epoch on "
+                f"{ckpt.get('world_size', 1)} process(es); this run has {self.steps_per_epoch} on {self.world_size}: "
+                "use the same data, batch size, accumulation and process count, or a new --out folder")
+        self.task.load_state_dict(ckpt["task"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        load_extra = getattr(self.task, "load_extra_state", None)
+        if ckpt.get("extra") is not None and callable(load_extra):
+            load_extra(ckpt["extra"])
+        self.step = int(ckpt["step"])
+        if self.world_size == 1:
+            set_rng_state(ckpt["rng"])
+        else:  # per-rank streams differ; re-derive them from seed, rank and step
+            seed_everything(self.config.seed + 1000 * self.rank + self.step)
+        self.last_checkpoint = path
+
+    # -- loop -----------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _stop_non_finite(self, step: int, metrics: dict | None = None):
+        where = (f"the last good checkpoint is {self.last_checkpoint} (step {self._last_ckpt_step})"
+                 if self.last_checkpoint else "no checkpoint was written yet")
+        raise NonFiniteLossError(
+            f"non-finite loss at optimiser step {step} (epoch {step // self.steps_per_epoch}); {where}. "
+            "Lower the learning rate, enable clip_grad, or use precision='fp32'.")
+
+    def fit(self) -> dict:
+        """Train to the end (or ``max_steps``); returns the last logged metrics row."""
+        cfg = self.config
+        self._build_loader()
+        self.task.to(self.device)
+        self._build_optimizer()
+        self._last_ckpt_step = None
+        resumed = False
+        if self.checkpoint_path is not None and cfg.resume and self.checkpoint_path.exists():
+            self.load_checkpoint(self.checkpoint_path)
+            self._last_ckpt_step = self.step
+            resumed = True
+        else:
+            seed_everything(cfg.seed + 1000 * self.rank)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if self.out_dir is not None and self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.logger = MetricsLogger(self.out_dir if self.is_main else None, cfg.tensorboard,
+                                    resume_step=self.step if resumed else None)
+        if cfg.compile:
+            hook = getattr(self.task, "compile_for_training", None)
+            if callable(hook):
+                hook()
+            else:
+                for child in self.task.children():
+                    child.compile()
+        step_module: nn.Module = _StepModule(self.task)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            step_module = DDP(step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                              find_unused_parameters=cfg.find_unused_parameters)
+        self.task.train()
+        stop_at = self.total_steps if cfg.max_steps is None else min(cfg.max_steps, self.total_steps)
+        last_row: dict = self.logger.history[-1] if self.logger.history else {}
+        if self.step >= stop_at:
+            self.logger.close()
+            return last_row
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=stop_at, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (cfg.progress and self.is_main))
+        sums: dict[str, torch.Tensor] = {}
+        count, n_images, t0 = 0, 0, time.perf_counter()
+        bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        accum = cfg.grad_accum_steps
+        try:
+            while self.step < stop_at:
+                epoch = self.step // self.steps_per_epoch
+                skip_micro = (self.step % self.steps_per_epoch) * accum
+                it = iter(self._epoch_batches(epoch, skip_micro))
+                while self.step < stop_at and self.step // self.steps_per_epoch == epoch:
+                    info = self.step_info(self.step)
+                    for g in self.optimizer.param_groups:
+                        g["lr"] = info.lr * g.get("lr_scale", 1.0)
+                        g["weight_decay"] = info.wd * g.get("wd_scale", 1.0)
+                    for micro in range(accum):
+                        try:
+                            batch = next(it)
+                        except StopIteration:
+                            raise RuntimeError(
+                                f"the data ran out at epoch {epoch}, step {self.step}: the loader gave fewer "
+                                f"batches than {self.steps_per_epoch * accum} expected") from None
+                        n_images += batch_size_of(batch)
+                        batch = move_to_device(batch, self.device)
+                        info.micro_step = micro
+                        sync = (micro == accum - 1) or self.world_size == 1
+                        ctx = contextlib.nullcontext() if sync else step_module.no_sync()
+                        with ctx:
+                            with self._autocast():
+                                out = step_module(batch, info)
+                            if not isinstance(out, dict) or "loss" not in out:
+                                raise TypeError(f"{type(self.task).__name__}.training_step must return a dict "
+                                                "with a 'loss' entry")
+                            loss = out["loss"]
+                            self.scaler.scale(loss.float() / accum).backward()
+                        finite = torch.isfinite(loss.detach())
+                        bad_step = torch.where((~finite) & (bad_step < 0),
+                                               torch.full_like(bad_step, self.step), bad_step)
+                        for k, v in out.items():
+                            if torch.is_tensor(v) and v.numel() == 1:
+                                v = v.detach().float().reshape(())
+                                sums[k] = sums[k] + v if k in sums else v
+                        count += 1
+                    if self.device.type == "cpu" and bad_step.item() >= 0:
+                        self._stop_non_finite(int(bad_step.item()))
+                    self.scaler.unscale_(self.optimizer)
+                    grad_norm = None
+                    if cfg.clip_grad is not None:
+                        grad_norm = clip_gradients(self.params, cfg.clip_grad, cfg.clip_mode)
+                    hook = getattr(self.task, "on_before_optimizer_step", None)
+                    if callable(hook):
+                        hook(info)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    hook = getattr(self.task, "on_after_optimizer_step", None)
+                    if callable(hook):
+                        hook(info)
+                    self.step += 1
+                    bar.update(1)
+                    end_of_epoch = self.step % self.steps_per_epoch == 0
+                    want_ckpt = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or \
+                        self.step == stop_at
+                    want_log = self.step % max(cfg.log_every, 1) == 0 or want_ckpt or end_of_epoch
+                    if want_log or want_ckpt:
+                        if bad_step.item() >= 0:
+                            self._stop_non_finite(int(bad_step.item()))
+                    if want_log:
+                        elapsed = time.perf_counter() - t0
+                        row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
+                               "lr": info.lr, "wd": info.wd}
+                        row.update({k: (v / count).item() for k, v in sums.items()})
+                        if grad_norm is not None:
+                            row["grad_norm"] = float(grad_norm)
+                        row["images_per_s"] = n_images * self.world_size / max(elapsed, 1e-9)
+                        if end_of_epoch:
+                            epoch_hook = getattr(self.task, "on_epoch_end", None)
+                            if callable(epoch_hook):
+                                extra = epoch_hook(info) or {}
+                                row.update({k: float(v) for k, v in extra.items()})
+                        self.logger.log(row)
+                        last_row = row
+                        bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", lr=f"{info.lr:.2e}")
+                        sums, count, n_images, t0 = {}, 0, 0, time.perf_counter()
+                    if want_ckpt:
+                        self.save_checkpoint()
+                        self._last_ckpt_step = self.step
+        finally:
+            bar.close()
+            self.logger.close()
+        return last_row
+
+    def close(self) -> None:
+        """Destroy the process group if this trainer created it."""
+        if self._owns_pg and dist.is_initialized():
+            dist.destroy_process_group()
+            self._owns_pg = False

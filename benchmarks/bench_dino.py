@@ -19,15 +19,13 @@ processes hits both alike. Also prints the multi-crop augmentation rate (chips/s
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 import warnings
 
 import torch
-import torch.nn.functional as F
 
-from sarssl.models.dino import DINO, enable_dynamic_img_size, teacher_momentum, teacher_temperature
+from sarssl.models.dino import DINO, teacher_momentum, teacher_temperature
 from sarssl.train.engine import clip_gradients
 from sarssl.train.optim import param_groups_weight_decay
 

@@ -4,6 +4,7 @@
 ``sarssl stats``     chip counts, splits and per-channel statistics of a region
 ``sarssl book``      execute every chapter with papermill and build the HTML book
 ``sarssl pretrain``  MAE or DINO pretraining (resumable with the same command)
+``sarssl data``      download real M3LEO regions (needs internet)
 
 A user error (missing folder, unknown product, bad number) prints one line and exits with status 2;
 ``--debug`` shows the traceback instead.
@@ -17,7 +18,14 @@ from pathlib import Path
 
 from sarssl.profiles import PROFILE_NAMES
 
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError)
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, OSError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit status 2); ``--help`` still shows the full usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -85,10 +93,22 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_data_download(args) -> int:
+    from sarssl.data.download import download_aoi
+    from sarssl.data.parquet import unpack_parquet
+
+    aoi_dir = download_aoi(args.aoi, args.out, products=args.products, miniset=args.miniset, revision=args.revision)
+    print(f"downloaded {args.aoi} to {aoi_dir}")
+    if args.unpack and not args.miniset:
+        counts = unpack_parquet(aoi_dir, args.out, products=args.products)
+        print(f"unpacked parquet shards into the M3LEO layout under {args.out}: {counts}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sarssl", description="Self-supervised learning for SAR: data, pretraining, book.")
+    parser = _Parser(prog="sarssl", description="Self-supervised learning for SAR: data, pretraining, book.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("simulate", help="write a simulated region in the M3LEO layout",
                        description="Write a simulated Sentinel-1 region (all M3LEO products) in the M3LEO folder layout.")
@@ -127,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, encoder.pth)")
     p.add_argument("--epochs", type=_positive_int, help="override the profile's epoch count")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("data", help="real M3LEO data (needs internet)", description="Real M3LEO data from the Hugging Face Hub.")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
+    d = data_sub.add_parser("download", help="download one M3LEO AOI (resumable)",
+                            description="Download one M3LEO AOI: the parquet shards of M3LEO/<aoi> or, with --miniset, the "
+                                        "GeoTIFFs of M3LEO-miniset/<aoi>. Running the same command again resumes.")
+    d.add_argument("--aoi", required=True, help="AOI name, e.g. 'england'")
+    d.add_argument("--out", type=Path, required=True, help="M3LEO root to write into")
+    d.add_argument("--miniset", action="store_true", help="the small GeoTIFF miniset instead of the parquet archives")
+    d.add_argument("--products", nargs="+", help="products or families to fetch (default: all)")
+    d.add_argument("--revision", help="dataset revision (branch, tag or commit)")
+    d.add_argument("--unpack", action="store_true", help="unpack the parquet shards into the folder layout")
+    d.set_defaults(func=cmd_data_download)
     return parser
 
 

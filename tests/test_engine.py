@@ -188,7 +188,7 @@ def test_run_pretrain_mae_resumes_and_exports(tmp_path, monkeypatch):
     from sarssl.train.checkpoint import load_encoder
     from sarssl.train.pretrain import run_pretrain
 
-    monkeypatch.setenv("SARSSL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "cache"))
     simulate_region(tmp_path / "root", aoi="sim-a", n_chips=24, chip_size=32, seed=0, progress=False)
     kw = dict(overrides={"epochs": 2, "batch_size": 4, "max_steps": 3}, progress=False)
     out = run_pretrain("mae", "smoke", tmp_path / "root", tmp_path / "run", **kw)

@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from sarssl.analysis.probes import (
-    PRODUCTS,
     PatchFeatures,
     evaluate_probe,
     extract_patch_features,

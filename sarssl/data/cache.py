@@ -1,0 +1,150 @@
+"""Packed cache: one AOI's chips of several products as memory-mapped numpy arrays, built once.
+
+Layout of a cache (one folder per AOI and product set)::
+
+    <cache_dir>/<aoi>/<key-hash>/index.json      products, ids -> rows, shapes, skipped chips
+    <cache_dir>/<aoi>/<key-hash>/<name>.npy      (N, ...) compact arrays, see ``m3leo.RECORD_LAYOUT``
+
+The arrays hold the same compact values :func:`sarssl.data.m3leo.read_record` returns (S1 as
+uint8 codes, labels as storage codes on the chip grid), so a sample decoded from the cache is
+identical to one decoded from the GeoTIFFs, and a 64 px chip with all products is ~120 kB.
+``index.json`` is written last: a build that was interrupted is rebuilt, never half-read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from sarssl.data.layout import AOILayout
+from sarssl.data.m3leo import read_record
+
+__all__ = ["PackedCache", "cache_path", "build_cache", "open_cache"]
+
+CACHE_VERSION = 1
+
+
+def _key(layout: AOILayout, products, modis_year) -> dict:
+    return {"version": CACHE_VERSION, "root": str(Path(layout.root).resolve()), "aoi": layout.aoi,
+            "stem": layout.stem, "products": list(products), "modis_year": modis_year}
+
+
+def cache_path(cache_dir: str | Path, layout: AOILayout, products, modis_year=None) -> Path:
+    """Folder of the cache for ``layout``'s AOI and ``products`` under ``cache_dir``."""
+    h = hashlib.sha1(json.dumps(_key(layout, products, modis_year), sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cache_dir) / layout.aoi / h
+
+
+class PackedCache:
+    """Read access to a built cache; memmaps open lazily (per DataLoader worker) and are not pickled."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        index = self.folder / "index.json"
+        if not index.is_file():
+            raise FileNotFoundError(f"no packed cache at {str(self.folder)!r} (index.json missing)")
+        self.index = json.loads(index.read_text())
+        self.rows: dict[str, int] = self.index["rows"]
+        self.keys: list[str] = list(self.index["arrays"])
+        self._mm: dict[str, np.ndarray] | None = None
+
+    def __getstate__(self):
+        d = self.__dict__.copy()
+        d["_mm"] = None
+        return d
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        if self._mm is None:
+            self._mm = {k: np.load(self.folder / f"{k}.npy", mmap_mode="r") for k in self.keys}
+        return self._mm
+
+    def __contains__(self, identifier: str) -> bool:
+        return identifier in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def read(self, identifier: str) -> dict[str, np.ndarray]:
+        """The compact record of one chip (copies out of the memmaps)."""
+        try:
+            r = self.rows[identifier]
+        except KeyError:
+            raise KeyError(f"chip {identifier!r} is not in the packed cache {str(self.folder)!r}") from None
+        return {k: np.array(a[r]) for k, a in self._arrays().items()}
+
+    @property
+    def skipped(self) -> dict[str, list[str]]:
+        return self.index.get("skipped", {})
+
+    @property
+    def details(self) -> dict[str, str]:
+        """id -> message of each skipped chip."""
+        return self.index.get("details", {})
+
+    @property
+    def validated(self) -> set[str]:
+        """Ids whose validation outcome (kept or skipped) the cache records."""
+        return set(self.rows) | {i for v in self.skipped.values() for i in v}
+
+
+def open_cache(cache_dir, layout: AOILayout, products, modis_year=None) -> PackedCache | None:
+    """The cache for these products if it was built, else ``None``."""
+    folder = cache_path(cache_dir, layout, products, modis_year)
+    return PackedCache(folder) if (folder / "index.json").is_file() else None
+
+
+def build_cache(cache_dir, layout: AOILayout, products, ids, modis_year=None,
+                skipped: dict[str, list[str]] | None = None, progress: bool = True,
+                details: dict[str, str] | None = None) -> PackedCache:
+    """Read ``ids`` (already validated chips) of ``products`` once and pack them into memmapped arrays.
+
+    ``skipped`` (reason -> ids) and ``details`` (id -> message) are stored in the index so a later run can reuse the validation.
+    A chip that fails to read or has a different shape from the first is skipped with a warning
+    (reasons ``read_error`` / ``shape``). Returns the opened :class:`PackedCache`.
+    """
+    from tqdm.auto import tqdm
+
+    folder = cache_path(cache_dir, layout, products, modis_year)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "index.json").unlink(missing_ok=True)
+    ids = list(ids)
+    skipped = {k: list(v) for k, v in (skipped or {}).items()}
+    details = dict(details or {})
+    if not ids:
+        raise ValueError(f"build_cache: no chips to cache for AOI {layout.aoi!r}")
+    first = read_record(layout, products, ids[0], modis_year)
+    mms = {k: np.lib.format.open_memmap(folder / f"{k}.npy", mode="w+", dtype=v.dtype, shape=(len(ids), *v.shape))
+           for k, v in first.items()}
+    rows: dict[str, int] = {}
+    r = 0
+    for ident in tqdm(ids, desc=f"packing {layout.aoi}", disable=not progress, leave=False):
+        try:
+            rec = first if ident == ids[0] else read_record(layout, products, ident, modis_year)
+        except Exception as e:  # a chip that cannot be read is skipped and counted, not faked
+            details[ident] = f"packed cache: skipping chip {ident!r} of AOI {layout.aoi!r}: {e}"
+            warnings.warn(details[ident], stacklevel=2)
+            skipped.setdefault("read_error", []).append(ident)
+            continue
+        if any(rec[k].shape != mms[k].shape[1:] for k in mms):
+            warnings.warn(f"packed cache: skipping chip {ident!r}: shape {rec['s1'].shape if 's1' in rec else ''} "
+                          f"differs from the first chip's", stacklevel=2)
+            skipped.setdefault("shape", []).append(ident)
+            continue
+        for k, a in rec.items():
+            mms[k][r] = a
+        rows[ident] = r
+        r += 1
+    for m in mms.values():
+        m.flush()
+    del mms
+    index = {"key": _key(layout, products, modis_year), "rows": rows,
+             "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in first.items()},
+             "n": r, "skipped": skipped, "details": details}
+    tmp = folder / "index.json.tmp"
+    tmp.write_text(json.dumps(index))
+    tmp.replace(folder / "index.json")
+    return PackedCache(folder)

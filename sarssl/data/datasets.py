@@ -1,0 +1,425 @@
+"""The torch ``Dataset`` over M3LEO AOIs: validated chips, label fractions, normalised 12-channel input.
+
+Each item is the canonical sample dict (see ``M3LEODataset``). Chips are validated eagerly at
+construction (header reads of every product, a pixel read of S1 only): a corrupt file, a wrong
+band count or dtype, a footprint that does not cover the chip, an all-no-data S1 chip or a chip
+missing from one product is skipped with a ``warnings.warn`` naming the file and counted in
+``dataset.skipped``. A file that passes the header check but fails to decode later raises a
+``ValueError`` naming it in ``__getitem__`` (never a silent constant).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sarssl.data import cache as cache_mod
+from sarssl.data.layout import SPLITS, AOILayout
+from sarssl.data.m3leo import (
+    ALL_PRODUCTS,
+    GDAL_READ_OPTIONS,
+    ChipGrid,
+    available_products,
+    channel_specs,
+    check_header,
+    label_fraction_ids,
+    nearest_index,
+    read_record,
+    read_splits,
+    reference_product,
+)
+from sarssl.data.products import (
+    INPUT_CHANNELS,
+    S1_DB_MIN,
+    S1_DB_RANGE,
+    decode_lcci,
+    decode_modis_treecover,
+    decode_s1,
+    decode_worldcover,
+    GHS_NODATA,
+    product_family,
+)
+from sarssl.data.transforms import Normalization, fit_normalization, load_or_fit, norm_key_hash
+
+__all__ = ["M3LEODataset", "validate_chips", "record_to_sample", "default_cache_root", "SKIP_REASONS"]
+
+SKIP_REASONS = ("missing", "corrupt", "band_count", "dtype", "footprint", "all_nodata", "read_error", "shape")
+
+_CODES = np.arange(256, dtype=np.uint8)
+_WC_LUT = torch.from_numpy(decode_worldcover(_CODES))
+_LCCI_LUT = torch.from_numpy(decode_lcci(_CODES))
+_MODIS = decode_modis_treecover(_CODES)
+_MODIS_LUT = torch.from_numpy(np.nan_to_num(_MODIS, nan=0.0))
+_MODIS_OK = torch.from_numpy(np.isfinite(_MODIS))
+
+
+def default_cache_root() -> Path:
+    """The sarssl workspace (``$SARSSL_HOME`` or ``~/.cache/sarssl``), see :mod:`sarssl.workspace`."""
+    from sarssl.workspace import workspace_dir
+
+    return workspace_dir()
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+def validate_chips(layout: AOILayout, products, ids, progress: bool = True, on_bad: str = "skip",
+                   details: dict | None = None, warn: bool = True):
+    """Cheap validation of chips: returns ``(good_ids, skipped)`` with ``skipped`` reason -> ids.
+
+    Per chip and product: the file exists (``missing``), opens (``corrupt``), has the expected band
+    count (``band_count``) and dtype (``dtype``), its footprint covers the chip grid of the reference
+    product (``footprint``); S1 pixels are read and a chip with no valid S1 pixel is ``all_nodata``.
+    Each bad chip is reported once with ``warnings.warn`` naming the file (``on_bad="raise"`` raises);
+    ``details`` (when given) receives id -> message.
+    """
+    import rasterio
+
+    ref = reference_product(products)
+    order = [ref] + [p for p in products if p != ref]
+    good, skipped = [], {}
+    with rasterio.Env(**GDAL_READ_OPTIONS):
+        _validate_loop(layout, order, ids, progress, on_bad, details, warn, good, skipped)
+    return good, skipped
+
+
+def _validate_loop(layout, order, ids, progress, on_bad, details, warn, good, skipped):
+    import rasterio
+    from rasterio.errors import RasterioError
+    from tqdm.auto import tqdm
+
+    for ident in tqdm(list(ids), desc=f"validating {layout.aoi}", disable=not progress, leave=False):
+        reason = None
+        grid = None
+        for product in order:
+            path = layout.chip_path(product, ident)
+            if not path.is_file():
+                reason, detail = "missing", f"chip missing from product {product!r}: {str(path)!r} does not exist"
+                break
+            try:
+                with rasterio.open(path) as src:
+                    bad = check_header(src, product)
+                    if bad:
+                        reason, detail = bad.split(":")[0], f"{str(path)!r}: {bad}"
+                        break
+                    sgrid = ChipGrid.from_src(src)
+                    if grid is None:
+                        grid = sgrid
+                    else:
+                        nearest_index(sgrid, grid, what=str(path))
+                    if product_family(product) == "s1grd" and not src.read().any():
+                        reason, detail = "all_nodata", f"{str(path)!r}: every S1 pixel is no-data (0)"
+                        break
+            except ValueError as e:
+                reason, detail = "footprint", str(e)
+                break
+            except (RasterioError, OSError) as e:
+                reason, detail = "corrupt", f"{str(path)!r} cannot be read as a GeoTIFF: {e}"
+                break
+        if reason is None:
+            good.append(ident)
+            continue
+        msg = f"M3LEO: skipping chip {ident!r} of AOI {layout.aoi!r} ({reason}): {detail}"
+        if on_bad == "raise":
+            raise ValueError(msg)
+        if warn:
+            warnings.warn(msg, stacklevel=2)
+        if details is not None:
+            details[ident] = msg
+        skipped.setdefault(reason, []).append(ident)
+
+
+# --------------------------------------------------------------------------------------------
+# Records -> tensors
+# --------------------------------------------------------------------------------------------
+def record_to_sample(rec: dict[str, np.ndarray], specs, norm: Normalization | None) -> dict[str, torch.Tensor]:
+    """Compact record (see ``m3leo.read_record``) -> canonical sample tensors (without ``id``/``aoi``).
+
+    ``specs`` are :func:`sarssl.data.m3leo.channel_specs` of the input channels; ``norm`` may be None
+    (then ``s1`` is dB with no-data 0).
+    """
+    out: dict[str, torch.Tensor] = {}
+    if "s1" in rec:
+        x, valid = _s1_channels_normalised(rec["s1"], specs, norm)
+        out["s1"] = torch.from_numpy(x)
+        out["s1_valid"] = torch.from_numpy(valid)
+    if "worldcover" in rec:
+        out["worldcover"] = _WC_LUT[torch.from_numpy(rec["worldcover"]).long()]
+    if "lcci" in rec:
+        out["lcci"] = _LCCI_LUT[torch.from_numpy(rec["lcci"]).long()]
+    if "treecover" in rec:
+        c = torch.from_numpy(rec["treecover"]).long()
+        out["treecover"] = _MODIS_LUT[c]
+        out["treecover_valid"] = _MODIS_OK[c]
+    if "biomass" in rec:
+        t = torch.from_numpy(rec["biomass"])
+        ok = torch.isfinite(t) & (t >= 0)
+        out["biomass"] = torch.where(ok, t, torch.zeros(())).float()
+        out["biomass_valid"] = ok
+    if "built" in rec:
+        c = torch.from_numpy(rec["built"].astype(np.int32))
+        ok = c != GHS_NODATA
+        out["built"] = torch.where(ok, (c.float() / 100.0).clamp(0, 1), torch.zeros(()))
+        out["built_valid"] = ok
+    if "s2rgb" in rec:
+        t = torch.from_numpy(rec["s2rgb"])
+        ok = t[3] > 0
+        out["s2rgb"] = torch.where(ok, t[:3].float() / 255.0, torch.zeros(()))
+        out["s2rgb_valid"] = ok
+    return out
+
+
+def _s1_channels_normalised(codes: np.ndarray, specs, norm: Normalization | None) -> tuple[np.ndarray, np.ndarray]:
+    """(16, H, W) uint8 codes -> ((C, H, W) float32 normalised channels with no-data 0, (C, H, W) bool valid).
+
+    Affine in the codes: dB = v*k + b, so VV-VH = (va - vb)*k and the normalised value is
+    ``va*alpha + vb*beta + gamma`` per channel, computed in place in float32.
+    """
+    k = np.float32(S1_DB_RANGE / 255.0)
+    ia = [a for _, a, _ in specs]
+    ib = [b for _, _, b in specs]
+    diff = np.array([q == "vv-vh" for q, _, _ in specs])
+    mean = norm.mean.astype(np.float32) if norm is not None else np.zeros(len(specs), np.float32)
+    inv = (1.0 / norm.std).astype(np.float32) if norm is not None else np.ones(len(specs), np.float32)
+    offset = np.where(diff, 0.0, S1_DB_MIN).astype(np.float32)
+    alpha = (k * inv)[:, None, None]
+    beta = np.where(diff, -k * inv, 0.0).astype(np.float32)[:, None, None]
+    gamma = ((offset - mean) * inv)[:, None, None]
+    ca, cb = codes[ia], codes[ib]
+    valid = (ca != 0) & (cb != 0)
+    x = ca.astype(np.float32)
+    x *= alpha
+    if diff.any():
+        x += cb * beta  # beta is 0 for single-polarisation channels
+    x += gamma
+    x *= valid
+    return x, valid
+
+
+def _s1_channels_db(rec, specs) -> np.ndarray:
+    """Compact record -> (C, H, W) float64 dB with NaN no-data (for fitting normalisation)."""
+    db = decode_s1(rec["s1"])
+    return np.stack([db[a] - db[b] if q == "vv-vh" else db[a] for q, a, b in specs])
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+class M3LEODataset(Dataset):
+    """Chips of one or more M3LEO AOIs as canonical sample dicts.
+
+    Args:
+        root: folder holding the AOI folders.
+        aois: AOI name or list of names.
+        split: ``"train"``, ``"val"``, ``"test"``, a list of them, or ``None`` for all chips.
+        products: products to read; the S1 product (``s1grd-<year>``) gives the chip grid and the
+            ``s1`` input; each label product adds its key (worldcover, lcci, treecover, biomass,
+            built, s2rgb).
+        limit_pct: percent of the (valid) selected chips kept, deterministic by ``seed``; nested.
+        seed: seed of the label fraction and of the normalisation tile sample.
+        normalization: ``"fit"`` (fit on ``norm_tiles`` train chips of ``aois``, cached as JSON under
+            ``cache_dir`` or ``default_cache_root()/norm`` and reused), a path to a JSON file (loaded
+            when it exists, else fitted and written there), a :class:`Normalization`, or ``None``.
+        channels: input channel names (default ``INPUT_CHANNELS``).
+        cache_dir: when given, chips are read from a packed cache under it, built on first use
+            (all chips of each AOI, so train/val/test datasets share it).
+        on_bad: ``"skip"`` (warn and count) or ``"raise"``.
+        year: year of the MODIS tree-cover band (default: the S1 product's year; last band if absent).
+
+    Sample: ``s1`` (C, H, W) float32 normalised, no-data 0; ``s1_valid`` (C, H, W) bool;
+    ``worldcover``/``lcci`` (H, W) int64 (IGNORE_INDEX no-data); ``treecover`` (H, W) float32 %;
+    ``biomass`` (H, W) Mg/ha; ``built`` (H, W) fraction; ``s2rgb`` (3, H, W) 0..1 median RGB;
+    each float label with a ``<key>_valid`` bool mask; ``id`` and ``aoi`` strings.
+    """
+
+    def __init__(self, root, aois, split="train", products=ALL_PRODUCTS, limit_pct: float = 100.0, seed: int = 0,
+                 normalization="fit", norm_tiles: int = 64, channels=INPUT_CHANNELS, cache_dir=None,
+                 on_bad: str = "skip", year: int | None = None, progress: bool = True):
+        if on_bad not in ("skip", "raise"):
+            raise ValueError(f"on_bad must be 'skip' or 'raise', got {on_bad!r}")
+        self.root = Path(root)
+        self.aois = [aois] if isinstance(aois, str) else list(aois)
+        if not self.aois:
+            raise ValueError("aois is empty: expected at least one AOI name")
+        self.splits = list(SPLITS) if split is None else ([split] if isinstance(split, str) else list(split))
+        for s in self.splits:
+            if s not in SPLITS:
+                raise ValueError(f"unknown split {s!r}: expected one of {list(SPLITS)} or None")
+        self.products = tuple(products)
+        for p in self.products:
+            product_family(p)
+        self.ref_product = reference_product(self.products)
+        self.channels = tuple(channels)
+        self.specs = channel_specs(self.channels)
+        if year is None:
+            m = [re.search(r"-(\d{4})$", p) for p in self.products if product_family(p) == "s1grd"]
+            year = int(m[0][1]) if m and m[0] else None
+        self.year = year
+        self.seed = seed
+        self.limit_pct = float(limit_pct)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.layouts: dict[str, AOILayout] = {}
+        self.caches: dict[str, cache_mod.PackedCache] = {}
+        self.skipped: dict[str, list[str]] = {}
+        self._split_ids: dict[str, dict[str, list[str]]] = {}
+
+        selected: list[str] = []
+        for aoi in self.aois:
+            layout = AOILayout.find(self.root, aoi)
+            self.layouts[aoi] = layout
+            df = read_splits(layout)
+            have = available_products(layout)
+            for p in self.products:
+                if p not in have:
+                    raise FileNotFoundError(f"product folder {str(layout.product_dir(p))!r} does not exist "
+                                            f"(products of AOI {aoi!r}: {have or 'none'})")
+            self._split_ids[aoi] = {s: sorted(df.loc[df["split"] == s, "identifier"]) for s in SPLITS}
+            ids = sorted(df.loc[df["split"].isin(self.splits), "identifier"])
+            good, skipped = self._validate(aoi, layout, ids, df, on_bad, progress)
+            for r, v in skipped.items():
+                self.skipped.setdefault(r, []).extend(f"{aoi}/{i}" for i in v)
+            selected.extend(f"{aoi}/{i}" for i in good)
+
+        self.n_selected = len(selected)
+        keep = label_fraction_ids(selected, self.limit_pct, seed) if selected else []
+        self.items = [tuple(k.split("/", 1)) for k in keep]
+        if not self.items:
+            raise ValueError(f"no valid chips for AOIs {self.aois} split {self.splits} under {str(self.root)!r} "
+                             f"(skipped: {self.skip_counts})")
+        self.norm = self._resolve_norm(normalization, norm_tiles, seed, progress)
+
+    # -- validation and cache -----------------------------------------------------------------
+    def _validate(self, aoi, layout, ids, df, on_bad, progress):
+        if self.cache_dir is None:
+            return validate_chips(layout, self.products, ids, progress, on_bad)
+        pc = cache_mod.open_cache(self.cache_dir, layout, self.products, self.year)
+        if pc is None or not set(df["identifier"]) <= pc.validated:
+            all_ids = sorted(df["identifier"])
+            details: dict[str, str] = {}
+            good_all, skipped_all = validate_chips(layout, self.products, all_ids, progress, "skip", details, warn=False)
+            pc = cache_mod.build_cache(self.cache_dir, layout, self.products, good_all, self.year, skipped_all,
+                                       progress, details)
+        self.caches[aoi] = pc
+        sel = set(ids)
+        skipped = {r: [i for i in v if i in sel] for r, v in pc.skipped.items()}
+        skipped = {r: v for r, v in skipped.items() if v}
+        if on_bad == "raise" and skipped:
+            raise ValueError(f"M3LEO: bad chips in AOI {aoi!r}: {skipped}")
+        # report the selected bad chips (the validation may come from the cache index)
+        for r, v in skipped.items():
+            for i in v:
+                warnings.warn(pc.details.get(i, f"M3LEO: skipping chip {i!r} of AOI {aoi!r} ({r})"), stacklevel=3)
+        good = [i for i in ids if i in pc]
+        return good, skipped
+
+    def _record(self, aoi: str, ident: str, products=None) -> dict[str, np.ndarray]:
+        pc = self.caches.get(aoi)
+        if pc is not None:
+            return pc.read(ident)
+        layout = self.layouts[aoi]
+        try:
+            return read_record(layout, products or self.products, ident, self.year)
+        except Exception as e:
+            raise ValueError(f"M3LEO: failed to read chip {ident!r} of AOI {aoi!r} under "
+                             f"{str(layout.chips_dir)!r}: {e}") from e
+
+    # -- normalisation -----------------------------------------------------------------------
+    def _norm_key(self, norm_tiles, seed) -> dict:
+        return {"root": str(self.root.resolve()), "aois": sorted(self.aois), "product": self.ref_product,
+                "channels": list(self.channels), "norm_tiles": int(norm_tiles), "seed": int(seed)}
+
+    def fit_normalization(self, norm_tiles: int = 64, seed: int = 0, progress: bool = True) -> Normalization:
+        """Fit mean/std per channel over valid pixels of ``norm_tiles`` train chips (sampled with ``seed``)."""
+        from tqdm.auto import tqdm
+
+        if product_family(self.ref_product) != "s1grd":
+            raise ValueError("normalisation needs an s1grd product in products")
+        train = [(a, i) for a in self.aois for i in self._split_ids[a]["train"]]
+        bad = set(self.skipped_all_ids())
+        order = np.random.default_rng(seed).permutation(len(train))
+        picked = 0
+        tiles = []
+        bar = tqdm(total=min(norm_tiles, len(train)), desc="fitting normalisation", disable=not progress, leave=False)
+        for j in order:
+            if picked >= norm_tiles:
+                break
+            aoi, ident = train[j]
+            if f"{aoi}/{ident}" in bad:
+                continue
+            try:
+                if aoi in self.caches and ident in self.caches[aoi]:
+                    rec = self.caches[aoi].read(ident)
+                else:
+                    rec = read_record(self.layouts[aoi], [self.ref_product], ident, self.year)
+            except Exception as e:
+                warnings.warn(f"normalisation: skipping train chip {ident!r} of AOI {aoi!r}: {e}", stacklevel=2)
+                continue
+            if not rec["s1"].any():
+                continue
+            tiles.append(_s1_channels_db(rec, self.specs))
+            picked += 1
+            bar.update(1)
+        bar.close()
+        if not tiles:
+            raise ValueError(f"normalisation: no valid train chip in AOIs {self.aois}")
+        return fit_normalization(tiles, self.channels, self._norm_key(norm_tiles, seed))
+
+    def _resolve_norm(self, normalization, norm_tiles, seed, progress):
+        if normalization is None:
+            return None
+        if isinstance(normalization, Normalization):
+            norm = normalization
+        elif isinstance(normalization, str) and normalization == "fit":
+            key = self._norm_key(norm_tiles, seed)
+            folder = (self.cache_dir or default_cache_root()) / "norm"
+            self.norm_path = folder / f"norm_{norm_key_hash(key)}.json"
+            norm = load_or_fit(self.norm_path, key, lambda: self.fit_normalization(norm_tiles, seed, progress))
+        elif isinstance(normalization, (str, Path)):
+            self.norm_path = Path(normalization)
+            if self.norm_path.is_file():
+                norm = Normalization.load(self.norm_path)
+            else:
+                norm = self.fit_normalization(norm_tiles, seed, progress)
+                norm.save(self.norm_path)
+        else:
+            raise ValueError(f"normalization must be 'fit', a JSON path, a Normalization or None; got {normalization!r}")
+        if tuple(norm.channels) != self.channels:
+            raise ValueError(f"normalisation channels {list(norm.channels)} do not match the dataset's {list(self.channels)}")
+        return norm
+
+    # -- reporting ---------------------------------------------------------------------------
+    def skipped_all_ids(self) -> list[str]:
+        return [i for v in self.skipped.values() for i in v]
+
+    @property
+    def skip_counts(self) -> dict[str, int]:
+        """reason -> number of skipped chips."""
+        return {r: len(v) for r, v in self.skipped.items()}
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of chips (tiles) in the dataset after validation and the label fraction."""
+        return len(self.items)
+
+    def summary(self) -> dict:
+        """Counts for reports: tiles, selected valid chips, label fraction, skipped per reason."""
+        return {"aois": self.aois, "splits": self.splits, "limit_pct": self.limit_pct, "seed": self.seed,
+                "n_tiles": self.n_tiles, "n_valid_selected": self.n_selected, "skipped": self.skip_counts,
+                "products": list(self.products), "channels": list(self.channels),
+                "cache": {a: str(c.folder) for a, c in self.caches.items()}}
+
+    # -- torch Dataset -----------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        aoi, ident = self.items[i]
+        sample = record_to_sample(self._record(aoi, ident), self.specs, self.norm)
+        sample["id"] = ident
+        sample["aoi"] = aoi
+        return sample

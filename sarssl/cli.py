@@ -4,6 +4,8 @@
 ``sarssl stats``     chip counts, splits and per-channel statistics of a region
 ``sarssl book``      execute every chapter with papermill and build the HTML book
 ``sarssl pretrain``  MAE or DINO pretraining (resumable with the same command)
+``sarssl finetune``  fine-tune or probe an encoder on one target with few labels
+``sarssl sweep``     the label-efficiency sweep (resumable)
 ``sarssl data``      download real M3LEO regions (needs internet)
 
 A user error (missing folder, unknown product, bad number) prints one line and exits with status 2;
@@ -88,8 +90,39 @@ def cmd_pretrain(args) -> int:
     from sarssl.train.pretrain import run_pretrain
 
     out = run_pretrain(args.method, resolve_profile_name(args.profile), str(args.data), str(args.out),
-                       aoi=args.aoi, overrides={k: v for k, v in {"epochs": args.epochs}.items() if v is not None})
+                       aoi=args.aoi, overrides={k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size}.items()
+                                                if v is not None})
     print(f"pretraining done: {out}")
+    return 0
+
+
+def _pretrained(args) -> dict | None:
+    runs = {"mae": args.pretrained_mae, "dino": args.pretrained_dino}
+    return {k: str(v) for k, v in runs.items() if v is not None} or None
+
+
+def cmd_finetune(args) -> int:
+    from sarssl.profiles import resolve_profile_name
+    from sarssl.train.finetune import run_finetune
+
+    result = run_finetune(task=args.task, protocol=args.protocol, init=args.init, profile=resolve_profile_name(args.profile),
+                          data_root=str(args.data), aoi=args.aoi, limit_pct=args.limit_pct, seed=args.seed,
+                          out_dir=args.out, epochs=args.epochs, pretrained=_pretrained(args))
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from sarssl.profiles import resolve_profile_name
+    from sarssl.train.sweep import run_sweep, summarize
+
+    df = run_sweep(profile=resolve_profile_name(args.profile), data_root=str(args.data), out_csv=args.out,
+                   methods=args.methods, fractions=args.fractions, seeds=args.seeds, tasks=args.tasks,
+                   protocol=args.protocol, pretrained=_pretrained(args), aoi=args.aoi,
+                   ood=False if args.no_ood else "auto", max_runs=args.max_runs)
+    print(summarize(df).to_string())
+    print(f"results: {args.out} ({len(df)} rows)")
     return 0
 
 
@@ -146,7 +179,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aoi", action="append", help="AOI to train on (repeatable; default: all)")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, encoder.pth)")
     p.add_argument("--epochs", type=_positive_int, help="override the profile's epoch count")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help="samples per process and step (under torchrun the global batch is this x processes)")
     p.set_defaults(func=cmd_pretrain)
+
+    from sarssl.train.finetune import PROTOCOLS, TARGETS
+    from sarssl.train.sweep import METHODS
+
+    p = sub.add_parser("finetune", help="fine-tune or probe an encoder on one labelled target",
+                       description="Fine-tune (or probe) a scratch, MAE or DINO encoder on one target with a label fraction, "
+                                   "and report test metrics with no-data masked.")
+    p.add_argument("task", choices=sorted(TARGETS), help="target to predict")
+    p.add_argument("protocol", choices=PROTOCOLS, help="training protocol")
+    p.add_argument("--init", default="scratch", help="scratch, mae, dino or a pretraining run folder (default scratch)")
+    p.add_argument("--profile", default="auto", choices=("auto",) + PROFILE_NAMES, help="run profile (default auto)")
+    p.add_argument("--data", type=_existing_dir, required=True, help="M3LEO root folder")
+    p.add_argument("--aoi", default="sim-a", help="AOI to train and test on (default sim-a)")
+    p.add_argument("--limit-pct", type=_positive_float, default=100.0, help="percent of labelled train tiles (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the labelled subset and of training")
+    p.add_argument("--out", type=Path, help="folder for the fine-tuned model and its metrics")
+    p.add_argument("--epochs", type=_positive_int, help="override the profile's epoch count")
+    p.add_argument("--pretrained-mae", type=_existing_dir, help="MAE pretraining run folder (with encoder.pth)")
+    p.add_argument("--pretrained-dino", type=_existing_dir, help="DINO pretraining run folder (with encoder.pth)")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("sweep", help="label-efficiency sweep: methods x label fractions x seeds x regions",
+                       description="Run {scratch, MAE, DINO} x label fractions x seeds (in and out of region) into a tidy CSV. "
+                                   "Finished runs in the CSV are skipped, so the same command resumes.")
+    p.add_argument("--profile", default="auto", choices=("auto",) + PROFILE_NAMES, help="run profile (default auto)")
+    p.add_argument("--data", type=_existing_dir, required=True, help="M3LEO root folder")
+    p.add_argument("--aoi", default="sim-a", help="in-region AOI (default sim-a)")
+    p.add_argument("--out", type=Path, required=True, help="results CSV (one row per run and region)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, help="methods (default all)")
+    p.add_argument("--fractions", nargs="+", type=_positive_float, help="label fractions in percent (default: profile's)")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: profile's)")
+    p.add_argument("--tasks", nargs="+", choices=sorted(TARGETS), help="targets (default: profile's)")
+    p.add_argument("--protocol", choices=PROTOCOLS, help="protocol (default: profile's)")
+    p.add_argument("--pretrained-mae", type=_existing_dir, help="MAE pretraining run folder (with encoder.pth)")
+    p.add_argument("--pretrained-dino", type=_existing_dir, help="DINO pretraining run folder (with encoder.pth)")
+    p.add_argument("--no-ood", action="store_true", help="skip the out-of-region evaluation")
+    p.add_argument("--max-runs", type=_positive_int, help="stop after this many new runs")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("data", help="real M3LEO data (needs internet)", description="Real M3LEO data from the Hugging Face Hub.")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)

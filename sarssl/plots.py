@@ -132,3 +132,136 @@ def plot_gallery(rows: Sequence[Mapping[str, np.ndarray]], columns: Mapping[str,
             axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning: label-efficiency curves, per-class IoU, predictions next to the ground truth
+# --------------------------------------------------------------------------------------------
+METHOD_COLORS = {"scratch": "#7f7f7f", "mae": "#1f77b4", "dino": "#d62728"}
+METRIC_LABELS = {"rmse": "RMSE", "mae": "MAE", "r2": "R$^2$", "miou": "mIoU", "accuracy": "overall accuracy"}
+
+
+def plot_label_efficiency(df, metric: str, task: str | None = None, region: str = "in", ax=None,
+                          spread: str = "std", title: str | None = None, unit: str = ""):
+    """One metric against the number of labelled tiles (log x), a line per method (mean over seeds)
+    with a band of the spread over seeds (``"std"`` or ``"minmax"``).
+
+    Args:
+        df: sweep rows (:func:`sarssl.train.sweep.read_results`), filtered by ``task`` and ``region``.
+    """
+    d = df if task is None else df[df["task"] == task]
+    d = d[d["region"] == region] if "region" in d.columns else d
+    d = d[d[metric].notna()] if metric in d.columns else d.iloc[:0]
+    if d.empty:
+        raise ValueError(f"no rows with metric {metric!r} for task {task!r} and region {region!r}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig = ax.figure
+    for i, (method, g) in enumerate(d.groupby("method", sort=False)):
+        s = g.groupby("n_tiles")[metric].agg(["mean", "std", "min", "max", "count"]).sort_index()
+        color = METHOD_COLORS.get(str(method), f"C{i}")
+        x = s.index.to_numpy(dtype=float)
+        ax.plot(x, s["mean"], marker="o", color=color, label=f"{method} ({int(s['count'].max())} seeds)")
+        lo, hi = ((s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0)) if spread == "std"
+                  else (s["min"], s["max"]))
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled tiles")
+    label = METRIC_LABELS.get(metric, metric)
+    ax.set_ylabel(f"{label} [{unit}]" if unit else label)
+    ax.set_title(title or " ".join(str(v) for v in (task, f"({region}-region)" if region else "") if v))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def plot_sweep(df, task: str, metrics: Sequence[str], regions: Sequence[str] = ("in", "out"), units=None):
+    """A grid of :func:`plot_label_efficiency` panels: rows = regions present, columns = metrics."""
+    regions = [r for r in regions if (df["region"] == r).any()]
+    fig, axes = plt.subplots(len(regions), len(metrics), figsize=(4.6 * len(metrics), 3.4 * len(regions)),
+                             squeeze=False)
+    for i, region in enumerate(regions):
+        for j, metric in enumerate(metrics):
+            plot_label_efficiency(df, metric, task, region, ax=axes[i, j], unit=(units or {}).get(metric, ""),
+                                  title=f"{task}: {METRIC_LABELS.get(metric, metric)} ({region}-region)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class_iou(df, task: str = "landcover", limit_pct: float | None = None, region: str = "in",
+                       class_names: Sequence[str] = WORLDCOVER_NAMES, ax=None):
+    """Grouped bars of per-class IoU (mean over seeds, error bar = std) per method, at ``limit_pct``
+    (default: the largest fraction). Classes never present are left out."""
+    from sarssl.train.metrics import iou_column
+
+    d = df[(df["task"] == task) & (df["region"] == region)]
+    if d.empty:
+        raise ValueError(f"no rows for task {task!r} and region {region!r}")
+    pct = float(d["limit_pct"].max()) if limit_pct is None else float(limit_pct)
+    d = d[np.isclose(d["limit_pct"].astype(float), pct)]
+    cols = [(n, iou_column(n)) for n in class_names if iou_column(n) in d.columns and d[iou_column(n)].notna().any()]
+    if not cols:
+        raise ValueError("the rows hold no per-class IoU columns (iou_<class>)")
+    methods = list(dict.fromkeys(d["method"]))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(cols) + 2), 3.8))
+    fig = ax.figure
+    width = 0.8 / len(methods)
+    x = np.arange(len(cols))
+    for i, m in enumerate(methods):
+        g = d[d["method"] == m]
+        mean = [g[c].mean() for _, c in cols]
+        std = [g[c].std() if len(g) > 1 else 0.0 for _, c in cols]
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+               color=METHOD_COLORS.get(str(m), f"C{i}"), label=str(m))
+    ax.set_xticks(x)
+    ax.set_xticklabels([n for n, _ in cols], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("IoU")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{task}: per-class IoU at {pct:g}% labels ({region}-region)")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictions(rows: Sequence[Mapping], kind: str = "segmentation", channel: str = "vv_summer",
+                     channels: Sequence[str] = INPUT_CHANNELS, unit: str = "", titles: Sequence[str] | None = None):
+    """The seed figure: per chip (row) the SAR input channel, the ground truth and the prediction.
+
+    Args:
+        rows: from :func:`sarssl.train.finetune.predict_examples` (``s1``, ``target``, ``pred``; for
+            tile targets also ``target_value``/``pred_value``).
+        kind: ``"segmentation"`` (WorldCover colours), ``"pixel"`` or ``"tile"`` (shared colour scale).
+        channel: input channel shown (by name).
+    """
+    if channel not in channels:
+        raise ValueError(f"unknown channel {channel!r}: expected one of {list(channels)}")
+    c = list(channels).index(channel)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.4 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        sar = np.asarray(row["s1"])[c]
+        axes[r, 0].imshow(sar, cmap="gray", vmin=np.percentile(sar, 2), vmax=np.percentile(sar, 98))
+        if kind == "segmentation":
+            show_worldcover(axes[r, 1], row["target"])
+            show_worldcover(axes[r, 2], row["pred"], legend=(r == 0))
+        else:
+            t = np.asarray(row["target"], dtype=np.float32)
+            p = np.asarray(row["pred"], dtype=np.float32)
+            both = np.concatenate([t[np.isfinite(t)].ravel(), p[np.isfinite(p)].ravel()])
+            lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
+            axes[r, 1].imshow(np.ma.masked_invalid(t), cmap="viridis", vmin=lo, vmax=hi)
+            im = axes[r, 2].imshow(np.ma.masked_invalid(p), cmap="viridis", vmin=lo, vmax=hi)
+            fig.colorbar(im, ax=axes[r, 2], fraction=0.046, pad=0.04, label=unit)
+            if kind == "tile":
+                axes[r, 1].set_xlabel(f"tile mean {row.get('target_value', np.nan):.1f} {unit}", fontsize=8)
+                axes[r, 2].set_xlabel(f"predicted {row.get('pred_value', np.nan):.1f} {unit}", fontsize=8)
+        head = titles or (f"SAR input ({channel}, normalised)", "ground truth", "prediction")
+        if r == 0:
+            for j in range(3):
+                axes[r, j].set_title(head[j], fontsize=9)
+        axes[r, 0].set_ylabel(str(row.get("id", "")), fontsize=7)
+        for j in range(3):
+            axes[r, j].set_xticks([])
+            axes[r, j].set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -59,6 +59,9 @@ class DINOConfig:
     base_lr: float = 5e-4
     warmup_epochs: float = 1.0
     warmup_teacher_temp_epochs: float = 1.0
+    teacher_temp: float = 0.07  # final teacher temperature (warm-up starts at 0.04)
+    momentum_teacher: float = 0.996  # EMA momentum at step 0 (cosine to 1); lower it for short runs
+    batch_size: int | None = None  # None: data.batch_size
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,14 @@ class FinetuneConfig:
     seeds: tuple[int, ...] = (0,)
     base_lr: float = 1e-3
     layer_decay: float = 0.75
+    # fine-tuning runs and the label-efficiency sweep (sarssl.train.finetune / sweep)
+    batch_size: int = 32  # capped at the number of labelled tiles
+    min_steps: int = 50  # optimiser steps at least, so tiny label fractions still train
+    probe_lr: float = 3e-3  # absolute peak lr of heads on frozen encoders
+    weight_decay: float = 0.05
+    decoder_dim: int = 128
+    protocol: str = "finetune"  # sweep protocol: finetune | frozen | linear (scratch = random init)
+    tasks: tuple[str, ...] = ("vegetation", "landcover")
 
 
 @dataclass(frozen=True)
@@ -95,7 +106,8 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(encoder="vit_tiny_patch16_224", patch_size=8, img_size=32),
         mae=MAEConfig(epochs=1, decoder_dim=64),
         dino=DINOConfig(epochs=1, out_dim=256, n_local_crops=2, global_crop_size=32, local_crop_size=16),
-        finetune=FinetuneConfig(epochs=1, label_fractions=(10, 100), seeds=(0,)),
+        finetune=FinetuneConfig(epochs=1, label_fractions=(10, 100), seeds=(0,), min_steps=5, protocol="linear",
+                                decoder_dim=32),
         notes="CI only: tiny data and one epoch; the numbers are not meaningful.",
     ),
     "cpu": Profile(
@@ -103,9 +115,14 @@ PROFILES: dict[str, Profile] = {
         device="cpu",
         data=DataConfig(n_chips=600, chip_size=64, batch_size=64, num_workers=2, norm_tiles=128),
         model=ModelConfig(encoder="vit_tiny_patch16_224", patch_size=8, img_size=64),
-        mae=MAEConfig(epochs=20, decoder_dim=128),
-        dino=DINOConfig(epochs=15, out_dim=1024, n_local_crops=4, global_crop_size=64, local_crop_size=32),
-        finetune=FinetuneConfig(epochs=15, label_fractions=(2, 10, 25, 100), seeds=(0, 1)),
+        # short run: lr above the linear-scaling rule (base_lr 1.5e-4 x 64/256 barely moves in 100 steps)
+        mae=MAEConfig(epochs=30, decoder_dim=128, base_lr=1e-3, warmup_epochs=2.0),
+        # short-run DINO (tuned for ~6 min on 2 cores): smaller crops and batch for more steps, higher lr,
+        # EMA momentum 0.97 so the teacher moves within ~55 steps, constant teacher temperature 0.04
+        dino=DINOConfig(epochs=5, out_dim=512, n_local_crops=2, global_crop_size=48, local_crop_size=24,
+                        base_lr=4e-3, teacher_temp=0.04, momentum_teacher=0.97, batch_size=32),
+        # linear probes on cached features: the whole 3 x 4 x 3 x 2-task sweep takes about a minute on 2 cores
+        finetune=FinetuneConfig(epochs=15, label_fractions=(2, 10, 25, 100), seeds=(0, 1, 2), protocol="linear"),
         notes="A laptop: each chapter under about 10 minutes on 2 cores.",
     ),
     "gpu": Profile(

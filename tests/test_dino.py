@@ -13,7 +13,7 @@ from sarssl.analysis.monitoring import (
     CollapseMonitor, collapse_status, knn_accuracy, knn_land_cover_accuracy, majority_class, teacher_entropy,
 )
 from sarssl.models.dino import (
-    DINO, DINOHead, DINOLoss, MultiCropWrapper, teacher_momentum, teacher_temperature,
+    DINO, DINOHead, DINOLoss, teacher_momentum, teacher_temperature,
 )
 
 NAME, PATCH, IMG = "vit_tiny_patch16_224", 8, 32

@@ -420,7 +420,8 @@ def dino_train_config(profile, out_dir=None, **overrides):
     from sarssl.train.engine import TrainConfig
 
     d = profile.dino
-    values = dict(epochs=d.epochs, batch_size=profile.data.batch_size, base_lr=d.base_lr, min_lr=1e-6,
+    values = dict(epochs=d.epochs, batch_size=getattr(d, "batch_size", None) or profile.data.batch_size,
+                  base_lr=d.base_lr, min_lr=1e-6,
                   warmup_epochs=d.warmup_epochs, weight_decay=0.04, weight_decay_end=0.4, betas=(0.9, 0.999),
                   clip_grad=3.0, clip_mode="per_param", num_workers=profile.data.num_workers,
                   device=profile.device if profile.device != "cuda" else "auto",
@@ -433,7 +434,8 @@ def dino_from_profile(profile, drop_path_rate: float = 0.1, **overrides) -> DINO
     """The profile's encoder wrapped in a :class:`DINO` task (``profile.dino``: out_dim, temperature warmup)."""
     d = profile.dino
     m = profile.model
-    kwargs = dict(out_dim=d.out_dim, warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs)
+    kwargs = dict(out_dim=d.out_dim, warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs,
+                  teacher_temp=getattr(d, "teacher_temp", 0.07), momentum_teacher=getattr(d, "momentum_teacher", 0.996))
     kwargs.update(overrides)
     return build_dino(m.encoder, patch_size=m.patch_size, img_size=m.img_size, drop_path_rate=drop_path_rate, **kwargs)
 
@@ -464,6 +466,9 @@ def prepare_dino(profile, train_dataset, knn_train=None, knn_test=None, out_dir=
         kw = dict(k=20, temperature=0.07, max_train=512, max_test=256, batch_size=profile.data.batch_size, seed=seed)
         kw.update(knn_kwargs or {})
         task.epoch_end_eval = lambda enc: knn_land_cover_accuracy(enc, knn_train, knn_test, **kw)
+    if "log_every" not in train_overrides:  # a few points per epoch for the curves
+        batch = train_overrides.get("batch_size") or getattr(profile.dino, "batch_size", None) or profile.data.batch_size
+        train_overrides["log_every"] = max(1, min(10, len(train_dataset) // batch // 4))
     config = dino_train_config(profile, out_dir=out_dir, seed=seed, **train_overrides)
     return task, data, config
 

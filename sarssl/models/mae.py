@@ -274,19 +274,60 @@ def export_encoder_state_dict(mae: MAE) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone() for k, v in mae.encoder.state_dict().items()}
 
 
-class MAEPretrainTask(nn.Module):
-    """Engine task (see :mod:`sarssl.train.engine`): MAE loss on ``batch["s1"]`` with ``batch["s1_valid"]``."""
+class MaskNoiseDataset(torch.utils.data.Dataset):
+    """Adds ``"mask_noise"`` (L,) float32 uniform noise to each sample of ``base``, seeded by ``(seed, epoch, index)``.
 
-    def __init__(self, mae: MAE, spec: EncoderSpec | None = None, input_key: str = "s1", valid_key: str = "s1_valid"):
+    The masks then depend only on the sample, not on the process or worker that loads it, so a run
+    on N processes (DDP) masks exactly like one process with the same global batch, and a resumed
+    run masks like an uninterrupted one. The engine calls :meth:`set_epoch`; other attributes
+    (``norm``...) are read from ``base``.
+    """
+
+    def __init__(self, base, num_patches: int, seed: int = 0, key: str = "mask_noise"):
+        self.base, self.num_patches, self.seed, self.key, self.epoch = base, int(num_patches), int(seed), key, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        inner = getattr(self.base, "set_epoch", None)
+        if callable(inner):
+            inner(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict:
+        from sarssl.data.multicrop import item_seed
+
+        sample = dict(self.base[index])
+        g = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
+        sample[self.key] = torch.rand(self.num_patches, generator=g)
+        return sample
+
+    def __getattr__(self, name):
+        if name == "base":  # not set yet (unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
+class MAEPretrainTask(nn.Module):
+    """Engine task (see :mod:`sarssl.train.engine`): MAE loss on ``batch["s1"]`` with ``batch["s1_valid"]``.
+
+    When the batch carries ``batch["mask_noise"]`` (B, L) (see :class:`MaskNoiseDataset`) the masks
+    come from it; otherwise from the global torch RNG.
+    """
+
+    def __init__(self, mae: MAE, spec: EncoderSpec | None = None, input_key: str = "s1", valid_key: str = "s1_valid",
+                 noise_key: str = "mask_noise"):
         super().__init__()
         self.mae, self.spec, self.input_key, self.valid_key = mae, spec, input_key, valid_key
+        self.noise_key = noise_key
 
     def training_step(self, batch: dict, step_info) -> dict[str, torch.Tensor]:
         if self.input_key not in batch:
             raise KeyError(f"batch has no {self.input_key!r} entry (keys: {sorted(batch)})")
         x = batch[self.input_key]
         valid = batch.get(self.valid_key)
-        out = self.mae(x, valid=valid)
+        out = self.mae(x, valid=valid, noise=batch.get(self.noise_key))
         logs = {"loss": out.loss}
         if valid is not None:
             logs["valid_frac"] = valid.float().mean()

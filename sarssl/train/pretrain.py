@@ -105,7 +105,7 @@ def _check_size(ds, img_size: int, what: str) -> None:
 def build_mae(ctx: PretrainContext) -> PretrainSetup:
     """MAE (He et al.) with the profile's encoder and decoder; AdamW betas (0.9, 0.95), wd 0.05,
     lr = base_lr x batch / 256 with warmup + cosine, normalised-pixel targets per patch."""
-    from sarssl.models.mae import MAE, MAEPretrainTask
+    from sarssl.models.mae import MAE, MAEPretrainTask, MaskNoiseDataset
     from sarssl.models.vit import spec_from_profile
     from sarssl.train.checkpoint import seed_everything
 
@@ -120,6 +120,7 @@ def build_mae(ctx: PretrainContext) -> PretrainSetup:
                   decoder_heads=p.mae.decoder_heads, mask_ratio=p.mae.mask_ratio, norm_pix_loss=True)
     mae_kw.update(model_kw)
     task = MAEPretrainTask(MAE(encoder, **mae_kw), spec)
+    ds = MaskNoiseDataset(ds, task.mae.num_patches, seed=ctx.seed)  # masks independent of rank and worker
     batch = train_kw.get("batch_size", p.data.batch_size)
     values = dict(epochs=p.mae.epochs, batch_size=batch, base_lr=p.mae.base_lr, min_lr=0.0,
                   warmup_epochs=p.mae.warmup_epochs, weight_decay=p.mae.weight_decay, betas=(0.9, 0.95),

@@ -1,0 +1,636 @@
+"""Fine-tuning with few labels: targets, protocols, the engine task, evaluation and ``run_finetune``.
+
+Targets (:data:`TARGETS`): ``vegetation`` (the study's target: the tile mean of MODIS percent tree
+cover, RMSE loss), ``vegetation_pixel``, ``biomass`` and ``built`` (per-pixel regression), and
+``landcover`` (11 ESA WorldCover classes, cross-entropy with the no-data ignore index).
+
+Protocols (:data:`PROTOCOLS`):
+
+- ``finetune``: every weight trained, layer-wise lr decay on the encoder (block ``i`` of ``L`` gets
+  ``layer_decay ** (L + 1 - (i + 1))``; patch/position embeddings the smallest, the head 1);
+- ``scratch``: ``finetune`` from a randomly initialised encoder without layer decay;
+- ``frozen``: encoder frozen, the full head trained (an MLP for tiles, the upsampling decoder);
+- ``linear``: encoder frozen, a linear head (a 1x1 conv + bilinear upsampling for dense targets);
+- ``knn``: no training; weighted k-NN (k=20, T=0.07) on frozen CLS features of the labelled tiles,
+  against each chip's majority class (land cover; accuracy).
+
+Frozen protocols train on cached features (:mod:`sarssl.train.featurebank`), so a run costs
+the head's training only. Losses and metrics skip no-data (``*_valid`` masks, the ignore index).
+Regression heads predict ``value / scale`` (scale per target) and metrics are in product units.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sarssl.data.products import IGNORE_INDEX, WORLDCOVER_NAMES
+from sarssl.models.heads import PixelRegressionHead, SegmentationHead, TileRegressionHead
+from sarssl.train.metrics import ClassificationMeter, RegressionMeter, SegmentationMeter
+
+__all__ = ["TargetSpec", "TARGETS", "PROTOCOLS", "FROZEN_PROTOCOLS", "target_tensors", "task_loss", "build_head",
+           "layer_decay_groups", "FinetuneTask", "evaluate", "knn_metrics", "load_init_encoder",
+           "finetune_normalization", "finetune_dataset", "products_for", "finetune_train_config",
+           "train_and_evaluate", "run_finetune", "load_finetuned", "predict_examples", "FinetuneRun"]
+
+PROTOCOLS = ("scratch", "linear", "frozen", "finetune", "knn")
+FROZEN_PROTOCOLS = ("linear", "frozen", "knn")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A downstream target: ``kind`` is ``"tile"`` (B,), ``"pixel"`` (B, H, W) or ``"segmentation"``."""
+
+    name: str
+    kind: str
+    key: str  # sample key of the label
+    valid_key: str | None  # sample key of its bool mask (None: the ignore index marks no-data)
+    product: str  # product folder, ``{year}`` filled in
+    scale: float = 1.0  # regression heads predict value / scale
+    unit: str = ""
+    title: str = ""
+    n_classes: int = 0
+    primary: str = "rmse"  # headline metric
+
+    def product_name(self, year: int = 2020) -> str:
+        return self.product.format(year=year)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return ("miou", "accuracy") if self.kind == "segmentation" else ("rmse", "mae", "r2")
+
+
+TARGETS: dict[str, TargetSpec] = {
+    "vegetation": TargetSpec("vegetation", "tile", "treecover", "treecover_valid", "modis44b006veg", 100.0, "%",
+                             "tree cover, tile mean (%)"),
+    "vegetation_pixel": TargetSpec("vegetation_pixel", "pixel", "treecover", "treecover_valid", "modis44b006veg",
+                                   100.0, "%", "tree cover per pixel (%)"),
+    "biomass": TargetSpec("biomass", "pixel", "biomass", "biomass_valid", "biomass-{year}", 100.0, "Mg/ha",
+                          "above-ground biomass (Mg/ha)"),
+    "built": TargetSpec("built", "pixel", "built", "built_valid", "ghsbuilts-{year}", 1.0, "fraction",
+                        "built-up surface (fraction)"),
+    "landcover": TargetSpec("landcover", "segmentation", "worldcover", None, "esaworldcover-{year}", 1.0, "",
+                            "ESA WorldCover land cover", n_classes=len(WORLDCOVER_NAMES), primary="miou"),
+}
+
+
+def get_target(task: str | TargetSpec) -> TargetSpec:
+    if isinstance(task, TargetSpec):
+        return task
+    if task not in TARGETS:
+        raise ValueError(f"unknown fine-tuning task {task!r}: expected one of {sorted(TARGETS)}")
+    return TARGETS[task]
+
+
+def products_for(tasks, year: int = 2020, s1_product: str | None = None) -> tuple[str, ...]:
+    """The S1 product plus the label products of ``tasks`` (no duplicates, stable order)."""
+    out = [s1_product or f"s1grd-{year}"]
+    for t in ([tasks] if isinstance(tasks, (str, TargetSpec)) else tasks):
+        p = get_target(t).product_name(year)
+        if p not in out:
+            out.append(p)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Targets and losses
+# --------------------------------------------------------------------------------------------
+def target_tensors(batch: dict, spec: TargetSpec, min_valid: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target, valid) of a batch in product units.
+
+    tile: (B,) mean over valid pixels, valid where at least ``min_valid`` of the pixels are;
+    pixel: (B, H, W) float + mask; segmentation: (B, H, W) int64 (IGNORE_INDEX kept) + mask.
+    """
+    if spec.key not in batch:
+        raise KeyError(f"the batch has no {spec.key!r} label (product {spec.product!r}); keys: {sorted(batch)}")
+    y = batch[spec.key]
+    if spec.kind == "segmentation":
+        y = y.long()
+        return y, y != IGNORE_INDEX
+    valid = batch[spec.valid_key].bool() if spec.valid_key else torch.isfinite(y)
+    y = torch.where(valid, torch.nan_to_num(y.float()), torch.zeros((), device=y.device))
+    if spec.kind == "pixel":
+        return y, valid
+    v = valid.flatten(1).float()
+    frac = v.mean(1)
+    mean = (y.flatten(1) * v).sum(1) / v.sum(1).clamp_min(1)
+    return mean, frac >= min_valid
+
+
+def task_loss(spec: TargetSpec, out: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """RMSE (in ``value / scale`` units) over valid elements, or cross-entropy ignoring no-data.
+
+    A batch without any valid element gives a zero loss that keeps the graph.
+    """
+    if not valid.any():
+        return out.sum() * 0.0
+    if spec.kind == "segmentation":
+        return F.cross_entropy(out.float(), target, ignore_index=IGNORE_INDEX)
+    pred = out.float().reshape(target.shape)
+    err = (pred - target / spec.scale)[valid]
+    return torch.sqrt(err.pow(2).mean() + 1e-8)
+
+
+# --------------------------------------------------------------------------------------------
+# Models and optimiser groups
+# --------------------------------------------------------------------------------------------
+def build_head(task: str | TargetSpec, encoder: nn.Module, protocol: str = "finetune", decoder_dim: int = 128,
+               n_levels: int = 4) -> nn.Module:
+    """The head of ``task`` on ``encoder`` for ``protocol`` (``linear`` -> linear decoders)."""
+    spec = get_target(task)
+    linear = protocol == "linear"
+    if spec.kind == "tile":
+        return TileRegressionHead(encoder, 1, pool="cls", hidden=0 if protocol != "frozen" else decoder_dim * 2)
+    if spec.kind == "pixel":
+        return PixelRegressionHead(encoder, 1, decoder="linear" if linear else "progressive", decoder_dim=decoder_dim)
+    return SegmentationHead(encoder, spec.n_classes, n_levels=n_levels, decoder="linear" if linear else "progressive",
+                            decoder_dim=decoder_dim)
+
+
+def _vit_layer_id(name: str, depth: int) -> int:
+    """Layer index of an encoder parameter: embeddings 0, block i -> i + 1, final norm depth + 1."""
+    if name.startswith(("cls_token", "pos_embed", "patch_embed", "reg_token", "mask_token", "dist_token")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1
+
+
+def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float = 0.75,
+                       encoder_attr: str = "encoder") -> list[dict]:
+    """Optimiser groups with layer-wise lr decay for a head holding a timm ViT as ``model.encoder``.
+
+    Encoder layer ``l`` (0 = embeddings, i + 1 = block i, depth + 1 = final norm) gets
+    ``lr_scale = layer_decay ** (depth + 1 - l)``; decoder parameters get 1. Biases, 1-D parameters,
+    tokens and position embeddings get no weight decay (``wd_scale = 0``).
+    """
+    from sarssl.train.optim import is_no_decay
+
+    encoder = getattr(model, encoder_attr)
+    depth = len(encoder.blocks)
+    prefix = encoder_attr + "."
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith(prefix):
+            sub = name[len(prefix):]
+            layer = _vit_layer_id(sub, depth)
+            no_decay = is_no_decay(sub, p)
+        else:
+            layer = depth + 1
+            no_decay = is_no_decay(name, p)
+        key = (layer, no_decay)
+        if key not in groups:
+            groups[key] = {"params": [], "lr_scale": float(layer_decay ** (depth + 1 - layer)),
+                           "wd_scale": 0.0 if no_decay else 1.0, "weight_decay": 0.0 if no_decay else weight_decay,
+                           "name": f"layer{layer}_{'no_decay' if no_decay else 'decay'}"}
+        groups[key]["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+class FinetuneTask(nn.Module):
+    """Engine task: ``head`` (a module from :mod:`sarssl.models.heads`) trained on ``spec`` with ``protocol``.
+
+    Batches are either raw samples (``s1`` + labels) or cached features (``{"feats": ..., "target",
+    "valid"}`` from a :class:`~sarssl.train.featurebank.BankLoader`). With a frozen protocol the
+    encoder has ``requires_grad=False`` and stays in eval mode.
+    """
+
+    def __init__(self, head: nn.Module, spec: TargetSpec | str, protocol: str = "finetune", layer_decay: float = 0.75):
+        super().__init__()
+        if protocol not in PROTOCOLS or protocol == "knn":
+            raise ValueError(f"protocol {protocol!r} cannot be trained: expected one of "
+                             f"{[p for p in PROTOCOLS if p != 'knn']}")
+        self.head = head
+        self.spec = get_target(spec)
+        self.protocol = protocol
+        self.frozen = protocol in FROZEN_PROTOCOLS
+        self.layer_decay = 1.0 if protocol == "scratch" else float(layer_decay)
+        head.encoder.requires_grad_(not self.frozen)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.head.encoder.eval()
+        return self
+
+    def targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if "target" in batch:
+            return batch["target"], batch["valid"]
+        return target_tensors(batch, self.spec)
+
+    def predict(self, batch: dict, size=None) -> torch.Tensor:
+        """Raw head output for a batch: (B, 1) tiles, (B, 1, H, W) maps (``value / scale``) or logits."""
+        if "feats" in batch:
+            return self.head.decode(batch["feats"], size)
+        x = batch["s1"]
+        if self.frozen:
+            with torch.no_grad():
+                feats = self.head.features(x)
+            return self.head.decode(feats, tuple(x.shape[-2:]))
+        return self.head(x)
+
+    def training_step(self, batch: dict, step_info=None) -> dict:
+        target, valid = self.targets(batch)
+        size = tuple(target.shape[-2:]) if self.spec.kind != "tile" else None
+        out = self.predict(batch, size)
+        return {"loss": task_loss(self.spec, out, target, valid), "valid_frac": valid.float().mean()}
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        if self.frozen:
+            from sarssl.train.optim import param_groups_weight_decay
+
+            return [g for g in param_groups_weight_decay(self.head, weight_decay) if g["params"]]
+        return layer_decay_groups(self.head, weight_decay, self.layer_decay)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(task: FinetuneTask, data, batch_size: int = 64, device=None) -> dict:
+    """Test metrics of ``task`` on ``data`` (a Dataset of samples or a BankLoader), no-data masked.
+
+    Regression: ``rmse``, ``mae``, ``r2`` in product units and ``n`` (tiles or pixels counted);
+    land cover: ``miou``, ``accuracy``, ``iou_<class>`` per class and ``n`` (pixels).
+    """
+    from torch.utils.data import DataLoader
+
+    from sarssl.train.engine import move_to_device
+
+    spec = task.spec
+    device = torch.device(device) if device is not None else next(task.parameters()).device
+    was = task.training
+    task.eval()
+    meter = (SegmentationMeter(spec.n_classes, class_names=WORLDCOVER_NAMES[:spec.n_classes])
+             if spec.kind == "segmentation" else RegressionMeter())
+    if hasattr(data, "batches"):
+        batches = data.batches(batch_size)
+    else:
+        batches = DataLoader(data, batch_size=batch_size, shuffle=False)
+    try:
+        for batch in batches:
+            batch = move_to_device(batch, device)
+            target, valid = task.targets(batch)
+            out = task.predict(batch, tuple(target.shape[-2:]) if spec.kind != "tile" else None)
+            if spec.kind == "segmentation":
+                meter.update(out, target)
+            else:
+                meter.update(out.float().reshape(target.shape) * spec.scale, target, valid)
+    finally:
+        task.train(was)
+    return meter.compute()
+
+
+def knn_metrics(train_cls: torch.Tensor, train_maps: torch.Tensor, test_cls: torch.Tensor, test_maps: torch.Tensor,
+                n_classes: int, k: int = 20, temperature: float = 0.07) -> dict:
+    """k-NN accuracy of chip-majority classes from CLS features (N, D) and class maps (N, H, W).
+
+    Returns ``{"accuracy", "n", "majority_baseline"}``; chips without a valid label are skipped.
+    """
+    from sarssl.analysis.monitoring import knn_predict, majority_class
+
+    ytr, yte = majority_class(train_maps, n_classes), majority_class(test_maps, n_classes)
+    ktr, kte = ytr != IGNORE_INDEX, yte != IGNORE_INDEX
+    if not ktr.any():
+        raise ValueError("k-NN: no labelled training chip has a valid class")
+    scores = knn_predict(train_cls[ktr], ytr[ktr], test_cls[kte], n_classes, k, temperature)
+    meter = ClassificationMeter()
+    meter.update(scores.argmax(1), yte[kte])
+    base = torch.bincount(ytr[ktr], minlength=n_classes).argmax()
+    return {**meter.compute(), "majority_baseline": float((yte[kte] == base).float().mean()) if kte.any() else
+            float("nan")}
+
+
+# --------------------------------------------------------------------------------------------
+# Encoders, data, configs
+# --------------------------------------------------------------------------------------------
+def load_init_encoder(init: str | Path, profile, pretrained: dict | None = None, seed: int = 0) -> nn.Module:
+    """The encoder a run starts from.
+
+    ``"scratch"``: the profile's encoder, randomly initialised with ``seed``. ``"mae"``/``"dino"``:
+    ``pretrained[init]`` (a run folder) or the workspace run folder of that method for ``profile``.
+    Any other value: a run folder holding ``encoder.pth`` + ``encoder.json`` (strict loading).
+    """
+    from sarssl.models.vit import set_fused_attn, spec_from_profile
+    from sarssl.train.checkpoint import load_encoder, seed_everything
+
+    if str(init) == "scratch":
+        seed_everything(seed)
+        return spec_from_profile(profile).create()
+    if isinstance(init, str) and init in ("mae", "dino"):
+        path = (pretrained or {}).get(init)
+        if path is None:
+            from sarssl.workspace import workspace_dir
+
+            path = workspace_dir() / "runs" / profile.name / init
+        hint = (f"pretrain it first (sarssl.workspace.pretrained_run(profile, {init!r}) or "
+                f"`sarssl pretrain {init} ...`) or pass its run folder")
+    else:
+        path, hint = init, "pass a run folder written by sarssl pretraining"
+    path = Path(path)
+    if not (path / "encoder.pth").is_file() or not (path / "encoder.json").is_file():
+        raise FileNotFoundError(f"no encoder.pth + encoder.json in {str(path)!r} for init {str(init)!r}: {hint}")
+    return set_fused_attn(load_encoder(path))
+
+
+def finetune_normalization(data_root, aoi: str, profile, s1_product: str = "s1grd-2020", norm_seed: int = 0,
+                           init_dir: str | Path | None = None, progress: bool = False):
+    """Input normalisation shared by every fine-tuning run of a region (never refitted per fraction).
+
+    ``init_dir/normalization.json`` when a pretraining run saved one; else fitted on the region's
+    train chips exactly as pretraining fits it (same key, so the cached JSON is reused).
+    """
+    from sarssl.data.datasets import M3LEODataset
+    from sarssl.data.transforms import Normalization
+
+    if init_dir is not None and (Path(init_dir) / "normalization.json").is_file():
+        return Normalization.load(Path(init_dir) / "normalization.json")
+    ds = M3LEODataset(data_root, [aoi], split="train", products=(s1_product,), normalization="fit",
+                      norm_tiles=profile.data.norm_tiles, seed=norm_seed, progress=progress)
+    return ds.norm
+
+
+def finetune_dataset(data_root, aoi: str, split: str, products, norm, limit_pct: float = 100.0, seed: int = 0,
+                     cache_dir=None, progress: bool = False):
+    """M3LEO chips of ``aoi``/``split`` with ``products``; ``limit_pct`` % of them chosen by ``seed``
+    (:func:`sarssl.data.m3leo.label_fraction_ids`: the same subset for every method, nested across
+    fractions). Reads through the packed cache (``cache_dir``, default ``<cache root>/packed``)."""
+    from sarssl.data.datasets import M3LEODataset, default_cache_root
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_root() / "packed"
+    return M3LEODataset(data_root, [aoi], split=split, products=products, limit_pct=limit_pct, seed=seed,
+                        normalization=norm, cache_dir=cache_dir, progress=progress)
+
+
+def finetune_train_config(profile, n_train: int, protocol: str, seed: int = 0, epochs: int | None = None,
+                          out_dir=None, progress: bool = False, device: str | None = None, **overrides):
+    """The :class:`TrainConfig` of one run: the profile's epochs, but at least ``min_steps`` optimiser
+    steps (so tiny label fractions still train), batch ``min(batch_size, n_train)``; heads on frozen
+    encoders use the absolute ``probe_lr``, fine-tuning ``base_lr x batch / 256``."""
+    from sarssl.train.engine import TrainConfig
+    from sarssl.train.pretrain import device_for
+
+    ft = profile.finetune
+    bs = max(1, min(int(overrides.pop("batch_size", getattr(ft, "batch_size", 32))), n_train))
+    steps_per_epoch = n_train // bs
+    ep = int(epochs if epochs is not None else ft.epochs)
+    ep = max(ep, math.ceil(getattr(ft, "min_steps", 0) / max(steps_per_epoch, 1)))
+    frozen = protocol in FROZEN_PROTOCOLS
+    values = dict(epochs=ep, batch_size=bs, base_lr=ft.base_lr, lr=getattr(ft, "probe_lr", 1e-3) if frozen else None,
+                  warmup_epochs=min(1.0, 0.1 * ep), weight_decay=getattr(ft, "weight_decay", 0.05) if not frozen else 1e-4,
+                  betas=(0.9, 0.999), seed=seed, out_dir=str(out_dir) if out_dir else None, checkpoint_every=0,
+                  log_every=max(1, steps_per_epoch), device=device or device_for(profile), tensorboard=False,
+                  progress=progress, clip_grad=None if frozen else 3.0, num_workers=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+# --------------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FinetuneRun:
+    """What :func:`train_and_evaluate` returns: the trained task, metrics per evaluation set, sizes, time."""
+
+    task: Any  # FinetuneTask, or None for k-NN
+    metrics: dict  # eval name -> metrics dict
+    n_tiles: int
+    steps: int
+    seconds: float
+
+
+def _bank_inputs(bank, head, spec):
+    """(features, {"target", "valid"}) tensors of a FeatureBank for ``spec``."""
+    target, valid = target_tensors(bank.tensors, spec)
+    return bank.features_for(head), {"target": target, "valid": valid}
+
+
+def _mean_target(dataset, spec: TargetSpec, batch_size: int = 64) -> float:
+    """Mean of the valid target values over a dataset (NaN when none is valid)."""
+    from torch.utils.data import DataLoader
+
+    total, count = 0.0, 0
+    keys = [spec.key] + ([spec.valid_key] if spec.valid_key else [])
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        collate_fn=lambda items: {k: torch.stack([it[k] for it in items]) for k in keys})
+    for batch in loader:
+        t, v = target_tensors(batch, spec)
+        total += float(t[v].double().sum())
+        count += int(v.sum())
+    return total / count if count else float("nan")
+
+
+def train_and_evaluate(spec: TargetSpec | str, protocol: str, encoder: nn.Module, profile, train, evals: dict,
+                       seed: int = 0, epochs: int | None = None, out_dir=None, progress: bool = False,
+                       device: str | None = None, layer_decay: float | None = None, **overrides) -> FinetuneRun:
+    """Train one head and evaluate it.
+
+    Args:
+        encoder: the initial encoder (never updated: trained protocols train a copy; frozen
+            protocols share it and switch its ``requires_grad`` off).
+        train / evals values: both :class:`~sarssl.train.featurebank.FeatureBank` (frozen protocols on
+            cached features) or both datasets of canonical samples.
+        evals: name -> evaluation set (e.g. ``{"in": ..., "out": ...}``).
+    """
+    from sarssl.train.engine import Trainer
+    from sarssl.train.featurebank import BankLoader, FeatureBank
+
+    spec = get_target(spec)
+    t0 = time.perf_counter()
+    cached = isinstance(train, FeatureBank)
+    if protocol == "knn":
+        if spec.kind != "segmentation":
+            raise ValueError(f"the k-NN protocol needs a classification target; {spec.name!r} is a {spec.kind} target")
+        if not cached:
+            from sarssl.train.featurebank import extract_bank
+
+            train = extract_bank(encoder, train, grid=False, device=device)
+            evals = {k: extract_bank(encoder, v, grid=False, device=device) for k, v in evals.items()}
+        metrics = {k: knn_metrics(train.tensors["cls"], train.tensors[spec.key], v.tensors["cls"], v.tensors[spec.key],
+                                  spec.n_classes) for k, v in evals.items()}
+        return FinetuneRun(None, metrics, len(train), 0, time.perf_counter() - t0)
+
+    torch.manual_seed(seed)
+    # heads on frozen encoders share the (never updated) encoder; trained encoders are copies
+    enc = encoder if protocol in FROZEN_PROTOCOLS else copy.deepcopy(encoder)
+    head = build_head(spec, enc, protocol, decoder_dim=getattr(profile.finetune, "decoder_dim", 128))
+    ft = profile.finetune
+    task = FinetuneTask(head, spec, protocol, ft.layer_decay if layer_decay is None else layer_decay)
+    if cached:
+        feats, extra = _bank_inputs(train, head, spec)
+        data = BankLoader(feats, extra)
+        eval_data = {k: BankLoader(*_bank_inputs(v, head, spec)) for k, v in evals.items()}
+        target, valid = extra["target"], extra["valid"]
+    else:
+        data, eval_data = train, evals
+    n = len(train)
+    if spec.kind != "segmentation":  # start regressions at the labelled mean
+        mean = float(target[valid].float().mean()) if cached and valid.any() else (
+            None if cached else _mean_target(train, spec))
+        if mean is not None and math.isfinite(mean):
+            head.init_output_bias(mean / spec.scale)
+    cfg = finetune_train_config(profile, n, protocol, seed=seed, epochs=epochs, out_dir=out_dir,
+                                progress=progress, device=device, **overrides)
+    trainer = Trainer(task, data, cfg)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    metrics = {k: evaluate(task, v, device=trainer.device) for k, v in eval_data.items()}
+    return FinetuneRun(task, metrics, n, trainer.total_steps, time.perf_counter() - t0)
+
+
+def run_finetune(task: str = "vegetation", protocol: str = "finetune", init: str | Path = "scratch",
+                 profile="auto", data_root=None, aoi: str = "sim-a", limit_pct: float = 100.0, seed: int = 0,
+                 out_dir=None, epochs: int | None = None, pretrained: dict | None = None,
+                 eval_regions: dict | None = None, cache_dir=None, year: int = 2020, progress: bool = True,
+                 device: str | None = None, **overrides) -> dict:
+    """Fine-tune ``init`` on ``limit_pct`` % of the labelled train chips of ``aoi`` and test it.
+
+    Args:
+        task: a key of :data:`TARGETS` (``vegetation``, ``landcover``, ``biomass``, ``built``...).
+        protocol: ``finetune`` | ``scratch`` | ``frozen`` | ``linear`` | ``knn``.
+        init: ``"scratch"``, ``"mae"``, ``"dino"`` (see :func:`load_init_encoder`) or a run folder.
+        profile: profile name or :class:`~sarssl.profiles.Profile` (sizes, epochs, lr, layer decay).
+        data_root: M3LEO root holding ``aoi`` (default: the profile's simulated region).
+        limit_pct, seed: the labelled subset (same for every init) and the run seed.
+        out_dir: when given, ``checkpoint.pt``, ``metrics.csv``, ``model.pt`` and ``finetune.json``
+            are written there (a finished run is reloaded, not retrained).
+        eval_regions: extra test sets, name -> ``(root, aoi)`` (e.g. an out-of-region AOI).
+        overrides: TrainConfig fields (``batch_size``, ``lr``...).
+
+    Returns:
+        ``{"task", "method", "protocol", "limit_pct", "n_tiles", "seed", "steps", "seconds", <metrics>}``
+        for the in-region test split, plus ``"regions": {name: metrics}`` with ``eval_regions``.
+    """
+    from sarssl.profiles import get_profile
+
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    spec = get_target(task)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}: expected one of {PROTOCOLS}")
+    if protocol == "scratch":
+        init = "scratch"
+    if data_root is None:
+        from sarssl.workspace import simulated_region
+
+        data_root = simulated_region(prof, aoi, seed=0, progress=progress)
+    t0 = time.perf_counter()
+    encoder = load_init_encoder(init, prof, pretrained, seed)
+    init_dir = None if str(init) == "scratch" else (pretrained or {}).get(init, init if Path(str(init)).is_dir() else None)
+    norm = finetune_normalization(data_root, aoi, prof, f"s1grd-{year}", init_dir=init_dir)
+    products = products_for(spec, year)
+    train = finetune_dataset(data_root, aoi, "train", products, norm, limit_pct, seed, cache_dir)
+    evals = {"in": finetune_dataset(data_root, aoi, "test", products, norm, cache_dir=cache_dir)}
+    for name, (root, other) in (eval_regions or {}).items():
+        evals[name] = finetune_dataset(root, other, "test", products, norm, cache_dir=cache_dir)
+    if protocol in FROZEN_PROTOCOLS:
+        from sarssl.train.featurebank import extract_bank
+
+        head = build_head(spec, encoder, protocol)
+        idx = getattr(head, "indices", (-1,))
+        train = extract_bank(encoder, train, idx, device=device, progress=progress, desc="train features")
+        evals = {k: extract_bank(encoder, v, idx, device=device, progress=progress, desc=f"{k} features")
+                 for k, v in evals.items()}
+    run = train_and_evaluate(spec, protocol, encoder, prof, train, evals, seed=seed, epochs=epochs, out_dir=out_dir,
+                             progress=progress, device=device,
+                             layer_decay=1.0 if str(init) == "scratch" else None, **overrides)
+    method = str(init) if str(init) in ("scratch", "mae", "dino") else Path(str(init)).name
+    result = {"task": spec.name, "method": method, "protocol": protocol, "limit_pct": float(limit_pct),
+              "n_tiles": run.n_tiles, "seed": seed, "steps": run.steps, "seconds": time.perf_counter() - t0,
+              **run.metrics["in"]}
+    if eval_regions:
+        result["regions"] = {k: v for k, v in run.metrics.items() if k != "in"}
+    if out_dir is not None and run.task is not None:
+        from sarssl.train.checkpoint import atomic_save, atomic_write_text
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_save(run.task.head.state_dict(), out / "model.pt")
+        info = {"result": result, "encoder": _encoder_spec(run.task.head.encoder, prof),
+                "head": {"task": spec.name, "protocol": protocol,
+                         "decoder_dim": getattr(prof.finetune, "decoder_dim", 128)},
+                "data": {"root": str(data_root), "aoi": aoi, "year": year, "norm": norm.to_dict()
+                         if hasattr(norm, "to_dict") else None}}
+        atomic_write_text(json.dumps(info, indent=2, default=str), out / "finetune.json")
+    return result
+
+
+def _encoder_spec(encoder: nn.Module, profile) -> dict:
+    from sarssl.models.heads import encoder_patch_size
+    from sarssl.models.vit import spec_from_profile
+
+    spec = spec_from_profile(profile).to_dict()
+    spec.update(patch_size=encoder_patch_size(encoder), img_size=int(encoder.patch_embed.img_size[0]),
+                in_chans=int(encoder.patch_embed.proj.in_channels))
+    return spec
+
+
+def load_finetuned(out_dir) -> FinetuneTask:
+    """The trained :class:`FinetuneTask` of a ``run_finetune(..., out_dir=...)`` folder (eval mode, CPU)."""
+    from sarssl.models.vit import create_encoder
+
+    out = Path(out_dir)
+    info_path = out / "finetune.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path} does not exist: was this folder written by run_finetune(out_dir=...)?")
+    info = json.loads(info_path.read_text())
+    e = info["encoder"]
+    encoder = create_encoder(e["name"], patch_size=e["patch_size"], img_size=e["img_size"], in_chans=e["in_chans"])
+    h = info["head"]
+    head = build_head(h["task"], encoder, h["protocol"], decoder_dim=h["decoder_dim"])
+    head.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True), strict=True)
+    task = FinetuneTask(head, h["task"], h["protocol"] if h["protocol"] != "knn" else "frozen")
+    return task.eval()
+
+
+@torch.no_grad()
+def predict_examples(task: FinetuneTask, dataset, indices=None, n: int = 4) -> list[dict]:
+    """Predictions for a few chips, in product units, for figures.
+
+    Returns one dict per chip: ``s1`` (12, H, W), ``target`` (H, W) map (NaN / IGNORE_INDEX where
+    no-data), ``pred`` (H, W) map (classes for land cover), and for tile targets ``target_value``
+    and ``pred_value`` (the tile mean and its prediction); plus ``id``.
+    """
+    spec = task.spec
+    indices = list(range(min(n, len(dataset)))) if indices is None else list(indices)
+    device = next(task.parameters()).device
+    was = task.training
+    task.eval()
+    rows = []
+    try:
+        for i in indices:
+            s = dataset[int(i)]
+            batch = {k: (v[None].to(device) if torch.is_tensor(v) else [v]) for k, v in s.items()}
+            target, valid = task.targets(batch)
+            out = task.predict(batch, tuple(s["s1"].shape[-2:]) if spec.kind != "tile" else None)
+            row = {"id": s["id"], "s1": s["s1"].numpy()}
+            if spec.kind == "segmentation":
+                row["target"] = target[0].cpu().numpy()
+                row["pred"] = out[0].argmax(0).cpu().numpy()
+            else:
+                raw = s[spec.key].float()
+                ok = s[spec.valid_key].bool() if spec.valid_key else torch.isfinite(raw)
+                row["target"] = torch.where(ok, raw, torch.full_like(raw, float("nan"))).numpy()
+                if spec.kind == "tile":
+                    row["target_value"] = float(target[0]) if bool(valid[0]) else float("nan")
+                    row["pred_value"] = float(out.reshape(-1)[0]) * spec.scale
+                    row["pred"] = np.full(raw.shape, row["pred_value"], dtype=np.float32)
+                else:
+                    row["pred"] = (out[0, 0].float() * spec.scale).cpu().numpy()
+            rows.append(row)
+    finally:
+        task.train(was)
+    return rows

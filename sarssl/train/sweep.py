@@ -1,0 +1,282 @@
+"""The label-efficiency sweep: {scratch, MAE, DINO} x label fractions x seeds x region, to a tidy CSV.
+
+Every run trains one head on ``limit_pct`` % of the pretraining region's labelled train chips (the
+subset comes from the dataset's ``limit_pct`` + ``seed``, so every method sees the same chips, and
+smaller fractions are nested in larger ones) and is evaluated on the test split of the same region
+(``region = "in"``) and on the test split of a second region (``region = "out"``, by default a
+simulated AOI ``sim-b`` drawn with another seed), with one normalisation for both.
+
+The CSV has one row per (run, region): ``task, method, protocol, limit_pct, n_tiles, seed, region``,
+the metrics (``rmse, mae, r2`` or ``miou, accuracy, iou_<class>``), ``n_eval`` (tiles or pixels
+scored), ``steps`` and ``seconds`` (training + evaluation; cached feature extraction excluded). Rows
+are written atomically after each run (the file is rewritten through a temporary file), and a run
+whose rows are all present is skipped, so an interrupted sweep resumes with the same call.
+
+Frozen protocols extract each encoder's features once per method (per seed for random encoders)
+and train every fraction and seed on the cache.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sarssl.train.finetune import FROZEN_PROTOCOLS, PROTOCOLS, TARGETS, get_target
+
+__all__ = ["SweepRun", "KEY_COLUMNS", "RUN_KEY", "plan_runs", "read_results", "append_rows", "finished_runs",
+           "run_sweep", "summarize", "label_savings", "METHODS"]
+
+METHODS = ("scratch", "mae", "dino")
+KEY_COLUMNS = ("task", "method", "protocol", "limit_pct", "n_tiles", "seed", "region")
+RUN_KEY = ("task", "method", "protocol", "limit_pct", "seed")
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One training run of the sweep (evaluated on every region)."""
+
+    task: str
+    method: str
+    protocol: str
+    limit_pct: float
+    seed: int
+
+    @property
+    def key(self) -> tuple:
+        return (self.task, self.method, self.protocol, round(float(self.limit_pct), 6), int(self.seed))
+
+
+def _protocol_for(task: str, protocol) -> str:
+    p = protocol.get(task, "finetune") if isinstance(protocol, dict) else protocol
+    if p not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {p!r} for task {task!r}: expected one of {PROTOCOLS}")
+    if p == "knn" and get_target(task).kind != "segmentation":
+        raise ValueError(f"protocol 'knn' needs a classification task; {task!r} is a regression")
+    return p
+
+
+def plan_runs(tasks, methods, fractions, seeds, protocol="finetune") -> list[SweepRun]:
+    """Every (method, task, fraction, seed) run, method-major (the order the sweep runs them, so an
+    interrupted sweep resumes without re-extracting features); ``protocol``: one name or task -> name.
+
+    With ``finetune`` the ``scratch`` method is trained from a random init (no layer decay); with a
+    frozen protocol it probes a frozen random encoder.
+    """
+    for m in methods:
+        if not isinstance(m, str):
+            raise ValueError(f"methods must be names, got {m!r}")
+    for f in fractions:
+        if not 0 < float(f) <= 100:
+            raise ValueError(f"label fractions are percentages in (0, 100], got {f}")
+    return [SweepRun(t, m, _protocol_for(t, protocol), float(f), int(s))
+            for m in methods for t in tasks for f in fractions for s in seeds]
+
+
+def read_results(path) -> pd.DataFrame:
+    """The sweep CSV as a DataFrame (empty, with the key columns, when the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame(columns=list(KEY_COLUMNS))
+    return pd.read_csv(path)
+
+
+def append_rows(path, rows: list[dict]) -> pd.DataFrame:
+    """Append ``rows`` to the CSV at ``path`` atomically (rewrite via a temporary file + ``os.replace``).
+
+    New metric columns are added (missing values empty); key columns stay first.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = read_results(path)
+    new = pd.DataFrame(rows)
+    df = new if old.empty else pd.concat([old, new], ignore_index=True)
+    first = [c for c in KEY_COLUMNS if c in df.columns]
+    last = [c for c in ("n_eval", "steps", "seconds") if c in df.columns]
+    df = df[first + [c for c in df.columns if c not in first and c not in last] + last]
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return df
+
+
+def finished_runs(df: pd.DataFrame, regions) -> set[tuple]:
+    """Run keys (:attr:`SweepRun.key`) whose rows exist for every region in ``regions``."""
+    if df.empty:
+        return set()
+    got: dict[tuple, set] = {}
+    for row in df[list(RUN_KEY) + ["region"]].itertuples(index=False):
+        key = (str(row.task), str(row.method), str(row.protocol), round(float(row.limit_pct), 6), int(row.seed))
+        got.setdefault(key, set()).add(str(row.region))
+    need = set(regions)
+    return {k for k, v in got.items() if need <= v}
+
+
+def _subset_ids(ds) -> list[str]:
+    return [ident for _, ident in ds.items]
+
+
+def run_sweep(profile="auto", data_root=None, out_csv=None, methods=METHODS, fractions=None, seeds=None,
+              tasks=None, protocol=None, pretrained: dict | None = None, aoi: str = "sim-a", ood="auto",
+              cache_dir=None, epochs: int | None = None, year: int = 2020, device: str | None = None,
+              progress: bool = True, max_runs: int | None = None, **overrides) -> pd.DataFrame:
+    """Run (or resume) the label-efficiency sweep and return the CSV's rows.
+
+    Args:
+        profile: profile name or Profile; ``profile.finetune`` gives the default fractions, seeds,
+            tasks, protocol, epochs and learning rates.
+        data_root / aoi: the pretraining region (default: the profile's simulated ``sim-a``).
+        out_csv: results file (default: the workspace ``runs/<profile>/sweep.csv``).
+        methods: inits among ``scratch``, ``mae``, ``dino`` or run folders (named by folder).
+        pretrained: ``{"mae": run_dir, "dino": run_dir}`` (default: the workspace runs).
+        protocol: one protocol for every task or a dict task -> protocol.
+        ood: out-of-region test set: ``"auto"`` (a simulated ``sim-b`` with seed 1 when the
+            data are simulated, none otherwise), ``(root, aoi)``, or ``None``.
+        max_runs: stop after this many new runs (the next call resumes).
+        overrides: TrainConfig fields for every run (``batch_size``, ``lr``...).
+    """
+    from tqdm.auto import tqdm
+
+    from sarssl.profiles import get_profile
+    from sarssl.train.featurebank import extract_bank
+    from sarssl.train.finetune import (build_head, finetune_dataset, finetune_normalization, load_init_encoder,
+                                       products_for, train_and_evaluate)
+
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    ft = prof.finetune
+    tasks = tuple(tasks or getattr(ft, "tasks", ("vegetation", "landcover")))
+    fractions = tuple(fractions or ft.label_fractions)
+    seeds = tuple(seeds if seeds is not None else ft.seeds)
+    protocol = protocol or getattr(ft, "protocol", "finetune")
+    simulated = data_root is None
+    if simulated:
+        from sarssl.workspace import simulated_region
+
+        data_root = simulated_region(prof, aoi, seed=0, progress=progress)
+    if out_csv is None:
+        from sarssl.workspace import run_dir
+
+        out_csv = run_dir(prof, "finetune") / "sweep.csv"
+    if isinstance(ood, str) and ood == "auto":
+        if simulated:
+            from sarssl.workspace import simulated_region
+
+            ood = (simulated_region(prof, "sim-b", seed=1, progress=progress), "sim-b")
+        else:
+            ood = None
+    regions = ["in"] + (["out"] if ood else [])
+    names = {m: (m if m in METHODS else Path(str(m)).name) for m in methods}
+    plan = [SweepRun(r.task, names[r.method], r.protocol, r.limit_pct, r.seed)
+            for r in plan_runs(tasks, methods, fractions, seeds, protocol)]
+    init_of = {names[m]: m for m in methods}
+    done = finished_runs(read_results(out_csv), regions)
+    todo = [r for r in plan if r.key not in done]
+    if max_runs is not None:
+        todo = todo[:max_runs]
+    if not todo:
+        return read_results(out_csv)
+
+    norm = finetune_normalization(data_root, aoi, prof, f"s1grd-{year}")
+    products = products_for(tasks, year)
+    full_train = finetune_dataset(data_root, aoi, "train", products, norm, 100.0, 0, cache_dir)
+    tests = {"in": finetune_dataset(data_root, aoi, "test", products, norm, cache_dir=cache_dir)}
+    if ood:
+        tests["out"] = finetune_dataset(ood[0], ood[1], "test", products, norm, cache_dir=cache_dir)
+    subsets: dict[tuple, object] = {}
+
+    def subset(pct, seed):
+        key = (round(float(pct), 6), int(seed))
+        if key not in subsets:
+            subsets[key] = finetune_dataset(data_root, aoi, "train", products, norm, pct, seed, cache_dir)
+        return subsets[key]
+
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="sweep", unit="run", disable=not progress)
+    try:
+        for method in dict.fromkeys(r.method for r in todo):
+            runs_m = [r for r in todo if r.method == method]
+            init = init_of[method]
+            base = None if init == "scratch" else load_init_encoder(init, prof, pretrained)
+            groups = sorted({r.seed for r in runs_m}) if base is None else [None]
+            for enc_seed in groups:
+                runs = [r for r in runs_m if enc_seed is None or r.seed == enc_seed]
+                encoder = base if base is not None else load_init_encoder("scratch", prof, seed=enc_seed)
+                banks = None
+                if any(r.protocol in FROZEN_PROTOCOLS for r in runs):
+                    idx = sorted({i for r in runs for i in getattr(build_head(r.task, encoder, r.protocol), "indices", ())})
+                    bar.set_postfix_str(f"{method}: features")
+                    banks = {"train": extract_bank(encoder, full_train, idx or (-1,), device=device)}
+                    banks.update({k: extract_bank(encoder, v, idx or (-1,), device=device) for k, v in tests.items()})
+                for r in runs:
+                    bar.set_postfix_str(f"{r.task} {method} {r.limit_pct:g}% seed {r.seed}")
+                    ds = subset(r.limit_pct, r.seed)
+                    if r.protocol in FROZEN_PROTOCOLS:
+                        train, evals = banks["train"].rows(_subset_ids(ds)), {k: banks[k] for k in tests}
+                    else:
+                        train, evals = ds, tests
+                    run = train_and_evaluate(r.task, r.protocol, encoder, prof, train, evals, seed=r.seed,
+                                             epochs=epochs, device=device,
+                                             layer_decay=1.0 if init == "scratch" else None, **overrides)
+                    rows = []
+                    for region in regions:
+                        m = dict(run.metrics[region])
+                        n_eval = m.pop("n", None)
+                        rows.append({"task": r.task, "method": method, "protocol": r.protocol,
+                                     "limit_pct": float(r.limit_pct), "n_tiles": run.n_tiles, "seed": r.seed,
+                                     "region": region, **m, "n_eval": n_eval, "steps": run.steps,
+                                     "seconds": round(run.seconds, 3)})
+                    append_rows(out_csv, rows)
+                    bar.update(1)
+    finally:
+        bar.close()
+    return read_results(out_csv)
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries
+# --------------------------------------------------------------------------------------------
+def summarize(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
+    """Mean, std and count over seeds per (task, method, protocol, region, limit_pct, n_tiles)."""
+    if df.empty:
+        return df
+    keys = ["task", "method", "protocol", "region", "limit_pct", "n_tiles"]
+    metrics = list(metrics) if metrics else [c for c in df.columns if c not in KEY_COLUMNS and c not in
+                                              ("n_eval", "steps", "seconds") and pd.api.types.is_numeric_dtype(df[c])]
+    g = df.groupby(keys, sort=True)[metrics]
+    out = g.agg(["mean", "std", "count"])
+    out.columns = [f"{m}_{s}" for m, s in out.columns]
+    return out.reset_index()
+
+
+def label_savings(df: pd.DataFrame, task: str, metric: str | None = None, region: str = "in",
+                  reference: str = "scratch") -> pd.DataFrame:
+    """How many labelled tiles each method needs to match ``reference`` trained on all its tiles.
+
+    For the reference's score with the most tiles (mean over seeds), each method's smallest tile
+    count whose mean score is at least as good; ``saving = reference tiles / method tiles`` (NaN
+    when the method never matches it in the sweep).
+    """
+    spec = get_target(task) if task in TARGETS else None
+    metric = metric or (spec.primary if spec else "rmse")
+    lower_better = metric in ("rmse", "mae")
+    d = df[(df["task"] == task) & (df["region"] == region)]
+    if d.empty:
+        raise ValueError(f"no rows for task {task!r} and region {region!r}")
+    means = d.groupby(["method", "n_tiles"])[metric].mean().reset_index()
+    ref = means[means["method"] == reference]
+    if ref.empty:
+        raise ValueError(f"reference method {reference!r} is not in the results (methods: {sorted(means['method'].unique())})")
+    ref_row = ref.loc[ref["n_tiles"].idxmax()]
+    target = float(ref_row[metric])
+    rows = []
+    for method, g in means.groupby("method"):
+        g = g.sort_values("n_tiles")
+        ok = g[metric] <= target if lower_better else g[metric] >= target
+        n = int(g.loc[ok, "n_tiles"].iloc[0]) if ok.any() else np.nan
+        rows.append({"method": method, "metric": metric, "reference_score": target,
+                     "reference_tiles": int(ref_row["n_tiles"]), "tiles_needed": n,
+                     "saving": float(ref_row["n_tiles"]) / n if n == n else np.nan})
+    return pd.DataFrame(rows)

@@ -1,0 +1,151 @@
+"""The label-efficiency sweep: one row per run and region, resume, identical subsets, plots, summaries."""
+
+import dataclasses
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+
+import sarssl.train.finetune as finetune_mod  # noqa: E402
+from sarssl.data.simulate import simulate_region  # noqa: E402
+from sarssl.models.vit import spec_from_profile  # noqa: E402
+from sarssl.plots import plot_label_efficiency, plot_per_class_iou, plot_sweep  # noqa: E402
+from sarssl.profiles import get_profile  # noqa: E402
+from sarssl.train.checkpoint import save_encoder  # noqa: E402
+from sarssl.train.sweep import (  # noqa: E402
+    append_rows, finished_runs, label_savings, plan_runs, read_results, run_sweep, summarize,
+)
+
+
+def tiny_profile():
+    p = get_profile("smoke")
+    ft = dataclasses.replace(p.finetune, epochs=1, min_steps=2, batch_size=8, decoder_dim=16)
+    return p.with_overrides(finetune=ft)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("sweep")
+    simulate_region(base / "a", aoi="sim-a", n_chips=32, chip_size=32, seed=0, progress=False)
+    simulate_region(base / "b", aoi="sim-b", n_chips=24, chip_size=32, seed=1, progress=False)
+    spec = spec_from_profile(tiny_profile())
+    runs = {}
+    for i, m in enumerate(("mae", "dino")):
+        torch.manual_seed(10 + i)
+        save_encoder(spec.create().state_dict(), base / m, spec.to_dict())
+        runs[m] = base / m
+    return base, runs
+
+
+def _sweep(base, runs, csv, **kw):
+    args = dict(methods=("scratch", "mae", "dino"), fractions=(50, 100), seeds=(0,),
+                tasks=("vegetation", "landcover"), protocol="linear", pretrained=runs, aoi="sim-a",
+                ood=(base / "b", "sim-b"), cache_dir=base / "cache", progress=False)
+    args.update(kw)
+    return run_sweep(tiny_profile(), base / "a", csv, **args)
+
+
+def test_plan_and_bad_protocol():
+    plan = plan_runs(["vegetation", "landcover"], ["scratch", "mae"], [1, 10], [0, 1], {"landcover": "knn"})
+    assert len(plan) == 16 and {r.protocol for r in plan if r.task == "landcover"} == {"knn"}
+    with pytest.raises(ValueError, match="classification"):
+        plan_runs(["vegetation"], ["mae"], [10], [0], "knn")
+    with pytest.raises(ValueError, match="percentages"):
+        plan_runs(["vegetation"], ["mae"], [0], [0])
+
+
+def test_sweep_rows_resume_and_subsets(setup, tmp_path, monkeypatch):
+    base, runs = setup
+    csv = tmp_path / "sweep.csv"
+    seen = []
+    real = finetune_mod.train_and_evaluate
+
+    def spy(task, protocol, encoder, profile, train, evals, seed=0, **kw):
+        seen.append((task, seed, len(train), tuple(train.ids)))
+        return real(task, protocol, encoder, profile, train, evals, seed=seed, **kw)
+
+    monkeypatch.setattr(finetune_mod, "train_and_evaluate", spy)
+    part = _sweep(base, runs, csv, max_runs=5)
+    assert len(part) == 5 * 2  # 5 runs x 2 regions
+    df = _sweep(base, runs, csv)
+    n_runs = 2 * 3 * 2
+    assert len(df) == n_runs * 2 and len(seen) == n_runs
+    keys = ["task", "method", "protocol", "limit_pct", "seed", "region"]
+    assert not df.duplicated(keys).any()
+    assert set(df["region"]) == {"in", "out"}
+    for col in ("task", "method", "protocol", "limit_pct", "n_tiles", "seed", "region", "seconds", "rmse", "miou",
+                "accuracy", "iou_tree_cover"):
+        assert col in df.columns
+    veg = df[df["task"] == "vegetation"]
+    assert veg["rmse"].notna().all() and veg["miou"].isna().all()
+    # identical labelled subsets for every method (per fraction and seed), nested across fractions
+    by = {}
+    for task, seed, n, ids in seen:
+        by.setdefault((task, seed, n), set()).add(ids)
+    assert all(len(v) == 1 for v in by.values())
+    s50 = next(iter(by[("landcover", 0, min(n for t, s, n in by if s == 0))]))
+    s100 = next(iter(by[("landcover", 0, max(n for t, s, n in by if s == 0))]))
+    assert set(s50) < set(s100)
+    assert df.groupby(["task", "limit_pct", "seed"])["n_tiles"].nunique().eq(1).all()
+    # resume: a finished sweep trains nothing and leaves the file as it is
+    before = csv.read_bytes()
+    seen.clear()
+    again = _sweep(base, runs, csv)
+    assert seen == [] and csv.read_bytes() == before and len(again) == len(df)
+
+
+def test_append_rows_union_and_finished(tmp_path):
+    csv = tmp_path / "r.csv"
+    row = dict(task="vegetation", method="mae", protocol="linear", limit_pct=10.0, n_tiles=3, seed=0)
+    append_rows(csv, [{**row, "region": "in", "rmse": 1.0, "seconds": 1.0}])
+    assert finished_runs(read_results(csv), ["in", "out"]) == set()
+    df = append_rows(csv, [{**row, "region": "out", "rmse": 2.0, "miou": 0.5, "seconds": 1.0}])
+    assert list(df.columns[:7]) == ["task", "method", "protocol", "limit_pct", "n_tiles", "seed", "region"]
+    assert df.columns[-1] == "seconds" and np.isnan(df["miou"].iloc[0])
+    assert finished_runs(read_results(csv), ["in", "out"]) == {("vegetation", "mae", "linear", 10.0, 0)}
+
+
+def _synthetic():
+    rows = []
+    for method, scores in {"scratch": [10, 8, 6], "mae": [7, 6, 5], "dino": [9, 7.5, 6]}.items():
+        for n, s in zip([4, 40, 400], scores):
+            for seed in (0, 1):
+                rows.append(dict(task="vegetation", method=method, protocol="finetune", limit_pct=n / 4, n_tiles=n,
+                                 seed=seed, region="in", rmse=s + 0.1 * seed, r2=0.5))
+    return pd.DataFrame(rows)
+
+
+def test_label_savings_and_summary():
+    df = _synthetic()
+    s = label_savings(df, "vegetation", "rmse").set_index("method")
+    assert s.loc["scratch", "tiles_needed"] == 400 and s.loc["mae", "tiles_needed"] == 40
+    assert s.loc["mae", "saving"] == pytest.approx(10.0)
+    assert s.loc["dino", "tiles_needed"] == 400
+    summ = summarize(df, ["rmse"])
+    row = summ[(summ["method"] == "mae") & (summ["n_tiles"] == 4)].iloc[0]
+    assert row["rmse_mean"] == pytest.approx(7.05) and row["rmse_count"] == 2
+
+
+def test_plots(setup, tmp_path):
+    df = _synthetic()
+    fig = plot_label_efficiency(df, "rmse", "vegetation")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and len(ax.lines) == 3
+    plt.close(fig)
+    rows = pd.DataFrame([dict(task="landcover", method=m, protocol="linear", limit_pct=100.0, n_tiles=8, seed=s,
+                              region="in", miou=0.3, iou_tree_cover=0.2 + s / 10, iou_cropland=0.5)
+                         for m in ("scratch", "mae") for s in (0, 1)])
+    fig = plot_per_class_iou(rows)
+    assert len(fig.axes[0].patches) == 4  # 2 classes x 2 methods
+    plt.close(fig)
+    fig = plot_sweep(df, "vegetation", ["rmse", "r2"])
+    assert len(fig.axes) == 2
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no rows"):
+        plot_label_efficiency(df, "miou", "vegetation")

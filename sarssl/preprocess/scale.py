@@ -37,14 +37,16 @@ def local_cluster(n_workers: int = 2, memory_limit: str = "2GiB", threads_per_wo
 
     ``memory_limit`` is per worker: past 60-70 % a worker spills to disk, past 95 % it is restarted, so a
     pipeline with bounded task memory runs on areas far larger than RAM. ``processes=False`` uses threads
-    in this process (faster start, for notebooks and tests).
+    in this process (faster start, for notebooks and tests); those threads share this process's memory,
+    so no per-worker limit is set for them (a limit below the host process's size would pause the workers
+    for good).
     """
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError as e:  # pragma: no cover - distributed is a dependency
         raise ImportError("local_cluster needs dask.distributed: pip install 'dask[distributed]'") from e
     cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=int(threads_per_worker),
-                           memory_limit=memory_limit, processes=processes,
+                           memory_limit=memory_limit if processes else 0, processes=processes,
                            dashboard_address=":0" if dashboard else None)
     client = Client(cluster)
     try:

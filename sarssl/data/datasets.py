@@ -10,7 +10,6 @@ missing from one product is skipped with a ``warnings.warn`` naming the file and
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from sarssl.data import cache as cache_mod
 from sarssl.data.layout import SPLITS, AOILayout
 from sarssl.data.m3leo import (
     ALL_PRODUCTS,
+    s1_year,
     GDAL_READ_OPTIONS,
     ChipGrid,
     available_products,
@@ -256,10 +256,7 @@ class M3LEODataset(Dataset):
         self.ref_product = reference_product(self.products)
         self.channels = tuple(channels)
         self.specs = channel_specs(self.channels)
-        if year is None:
-            m = [re.search(r"-(\d{4})$", p) for p in self.products if product_family(p) == "s1grd"]
-            year = int(m[0][1]) if m and m[0] else None
-        self.year = year
+        self.year = s1_year(self.products) if year is None else year
         self.seed = seed
         self.limit_pct = float(limit_pct)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None

@@ -426,34 +426,53 @@ def read_record(layout: AOILayout, products, identifier: str, modis_year: int | 
 GDAL_READ_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO"}
 
 
+def s1_year(products) -> int | None:
+    """The year of the first ``s1grd-<year>`` product in ``products`` (``None`` when there is none)."""
+    for p in products:
+        m = re.search(r"-(\d{4})$", p)
+        if product_family(p) == "s1grd" and m:
+            return int(m[1])
+    return None
+
+
+def read_chip_array(src, product: str, grid: "ChipGrid | None", what: str, modis_year=None):
+    """One opened chip file of ``product`` -> ``(record key, compact array on grid, grid)``.
+
+    Checks the header (band count, dtype), reads the bands the record keeps, resamples a coarser
+    product onto ``grid`` by nearest neighbour (``grid=None``: this file defines the grid) and reduces
+    S2 months to median codes. Raises ``ValueError`` starting with ``what`` on a bad file.
+    """
+    family = product_family(product)
+    bad = check_header(src, product)
+    if bad:
+        raise ValueError(f"{what}: {bad}")
+    sgrid = ChipGrid.from_src(src)
+    if family == "modis44b006veg":
+        arr = src.read(modis_band_index(src.descriptions, modis_year))
+    elif family == "biomass":
+        arr = src.read(1)
+    else:
+        arr = src.read()
+        if arr.shape[0] == 1:
+            arr = arr[0]
+    if grid is None:
+        grid = sgrid
+    elif (sgrid.height, sgrid.width) != (grid.height, grid.width) or not np.allclose(sgrid.transform, grid.transform):
+        rows, cols = nearest_index(sgrid, grid, what=what)
+        arr = arr[..., rows[:, None], cols[None, :]]
+    if family == "s2rgbm":
+        arr = s2_median_codes(arr)
+    key, dtype, _ = RECORD_LAYOUT[family]
+    return key, np.ascontiguousarray(arr, dtype=dtype), grid
+
+
 def _read_record(layout: AOILayout, order, identifier: str, modis_year) -> dict[str, np.ndarray]:
     import rasterio
 
     out: dict[str, np.ndarray] = {}
     grid = None
     for product in order:
-        family = product_family(product)
         path = layout.chip_path(product, identifier)
         with rasterio.open(path) as src:
-            bad = check_header(src, product)
-            if bad:
-                raise ValueError(f"{str(path)!r}: {bad}")
-            sgrid = ChipGrid.from_src(src)
-            if family == "modis44b006veg":
-                arr = src.read(modis_band_index(src.descriptions, modis_year))
-            elif family == "biomass":
-                arr = src.read(1)
-            else:
-                arr = src.read()
-                if arr.shape[0] == 1:
-                    arr = arr[0]
-        if grid is None:
-            grid = sgrid
-        elif (sgrid.height, sgrid.width) != (grid.height, grid.width) or not np.allclose(sgrid.transform, grid.transform):
-            rows, cols = nearest_index(sgrid, grid, what=str(path))
-            arr = arr[..., rows[:, None], cols[None, :]]
-        if family == "s2rgbm":
-            arr = s2_median_codes(arr)
-        key, dtype, _ = RECORD_LAYOUT[family]
-        out[key] = np.ascontiguousarray(arr, dtype=dtype)
+            key, out[key], grid = read_chip_array(src, product, grid, repr(str(path)), modis_year)
     return out

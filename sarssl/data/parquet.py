@@ -22,7 +22,6 @@ column     type        meaning
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections import OrderedDict
 from pathlib import Path, PurePosixPath
@@ -210,40 +209,17 @@ def record_from_bytes(blobs: dict[str, bytes], products, modis_year: int | None 
     """
     from rasterio.io import MemoryFile
 
-    from sarssl.data.m3leo import (
-        RECORD_LAYOUT, ChipGrid, check_header, modis_band_index, nearest_index, reference_product, s2_median_codes,
-    )
+    from sarssl.data.m3leo import read_chip_array, reference_product
 
     ref = reference_product(products)
     order = [ref] + [p for p in products if p != ref]
     out: dict[str, np.ndarray] = {}
     grid = None
     for product in order:
-        family = product_family(product)
         if product not in blobs:
             raise ValueError(f"{what}: product {product!r} missing")
         with MemoryFile(blobs[product]) as mem, mem.open() as src:
-            bad = check_header(src, product)
-            if bad:
-                raise ValueError(f"{what} / {product}: {bad}")
-            sgrid = ChipGrid.from_src(src)
-            if family == "modis44b006veg":
-                arr = src.read(modis_band_index(src.descriptions, modis_year))
-            elif family == "biomass":
-                arr = src.read(1)
-            else:
-                arr = src.read()
-                if arr.shape[0] == 1:
-                    arr = arr[0]
-        if grid is None:
-            grid = sgrid
-        elif (sgrid.height, sgrid.width) != (grid.height, grid.width) or not np.allclose(sgrid.transform, grid.transform):
-            rows, cols = nearest_index(sgrid, grid, what=f"{what} / {product}")
-            arr = arr[..., rows[:, None], cols[None, :]]
-        if family == "s2rgbm":
-            arr = s2_median_codes(arr)
-        key, dtype, _ = RECORD_LAYOUT[family]
-        out[key] = np.ascontiguousarray(arr, dtype=dtype)
+            key, out[key], grid = read_chip_array(src, product, grid, f"{what} / {product}", modis_year)
     return out
 
 
@@ -311,7 +287,7 @@ class M3LEOParquetStream(IterableDataset):
                  skip_all_nodata: bool = True, cache_row_groups: int = 4, progress: bool = False):
         import pyarrow.parquet as pq
 
-        from sarssl.data.m3leo import channel_specs, reference_product
+        from sarssl.data.m3leo import channel_specs, reference_product, s1_year
 
         from sarssl.data.m3leo import ALL_PRODUCTS
 
@@ -322,10 +298,7 @@ class M3LEOParquetStream(IterableDataset):
         self.ref_product = reference_product(self.products)
         self.channels = tuple(channels)
         self.specs = channel_specs(self.channels)
-        if year is None:
-            m = [re.search(r"-(\d{4})$", p) for p in self.products if product_family(p) == "s1grd"]
-            year = int(m[0][1]) if m and m[0] else None
-        self.year = year
+        self.year = s1_year(self.products) if year is None else year
         self.splits = None if split is None else ([split] if isinstance(split, str) else list(split))
         if self.splits is not None:
             for s in self.splits:

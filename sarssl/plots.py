@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch, Polygon
+from matplotlib.ticker import NullFormatter
 
 from sarssl.data.products import IGNORE_INDEX, INPUT_CHANNELS, WORLDCOVER_COLORS, WORLDCOVER_NAMES
 
@@ -166,6 +167,9 @@ def plot_label_efficiency(df, metric: str, task: str | None = None, region: str 
                   else (s["min"], s["max"]))
         ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
     ax.set_xscale("log")
+    ticks = np.unique(d["n_tiles"].to_numpy(dtype=float))
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("labelled tiles")
     label = METRIC_LABELS.get(metric, metric)
     ax.set_ylabel(f"{label} [{unit}]" if unit else label)

@@ -183,8 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per process and step (under torchrun the global batch is this x processes)")
     p.set_defaults(func=cmd_pretrain)
 
-    from sarssl.train.finetune import PROTOCOLS, TARGETS
-    from sarssl.train.sweep import METHODS
+    from sarssl.train.tasks import METHODS, PROTOCOLS, TARGETS
 
     p = sub.add_parser("finetune", help="fine-tune or probe an encoder on one labelled target",
                        description="Fine-tune (or probe) a scratch, MAE or DINO encoder on one target with a label fraction, "

@@ -26,6 +26,7 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 0
     norm_tiles: int = 64  # train tiles sampled to fit per-channel normalisation
+    decode_on_device: bool = False  # MAE: workers send compact uint8 records, decoded on the GPU
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,8 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile(
         name="gpu",
         device="cuda",
-        data=DataConfig(n_chips=4000, chip_size=128, batch_size=128, num_workers=4, norm_tiles=512),
+        data=DataConfig(n_chips=4000, chip_size=128, batch_size=128, num_workers=4, norm_tiles=512,
+                        decode_on_device=True),
         model=ModelConfig(encoder="vit_small_patch16_224", patch_size=16, img_size=128),
         mae=MAEConfig(epochs=100, decoder_dim=256, decoder_depth=2, decoder_heads=8),
         dino=DINOConfig(epochs=50, out_dim=8192, n_local_crops=6, global_crop_size=128, local_crop_size=64),
@@ -138,7 +140,8 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
         device="cuda",
-        data=DataConfig(n_chips=0, chip_size=448, batch_size=256, num_workers=8, norm_tiles=2048),
+        data=DataConfig(n_chips=0, chip_size=448, batch_size=256, num_workers=8, norm_tiles=2048,
+                        decode_on_device=True),
         model=ModelConfig(encoder="vit_base_patch16_224", patch_size=16, img_size=448),
         mae=MAEConfig(epochs=100, decoder_dim=512, decoder_depth=1, decoder_heads=16),
         dino=DINOConfig(

@@ -141,6 +141,26 @@ def test_cache_equals_geotiff(fx, tmp_path):
     assert n == len(packed)
 
 
+def test_batch_decode_equals_sample_decode(fx, tmp_path):
+    norm = Normalization(INPUT_CHANNELS, np.linspace(-20, -5, 12), np.linspace(2, 6, 12))
+    kw = dict(split=None, normalization=norm, cache_dir=tmp_path / "cache")
+    per_sample, _ = make(fx, tmp_path, **kw)
+    compact, _ = make(fx, tmp_path, decode="batch", **kw)
+    assert compact.chip_shape == (32, 32)
+    item = compact[0]
+    assert item["record"]["s1"].dtype == torch.uint8 and "s1" not in item
+    collate = torch.utils.data.default_collate
+    dl = torch.utils.data.DataLoader(compact, batch_size=5, num_workers=2)
+    for j, raw in enumerate(dl):
+        batch = compact.decode_batch(raw)
+        expected = collate([per_sample[i] for i in range(5 * j, min(5 * j + 5, len(per_sample)))])
+        assert batch.keys() == expected.keys() and compact.decode_batch(batch) is batch
+        for k, v in expected.items():
+            assert (torch.equal(v, batch[k]) if torch.is_tensor(v) else v == batch[k]), k
+    with pytest.raises(ValueError, match="decode must be"):
+        make(fx, tmp_path, decode="gpu", **kw)
+
+
 def test_layout_errors(fx, tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         M3LEODataset(tmp_path / "nowhere", "fx", progress=False)

@@ -204,6 +204,13 @@ def test_run_pretrain_mae_resumes_and_exports(tmp_path, monkeypatch):
     plain.load_state_dict(state, strict=True)
     with pytest.raises(ValueError, match="unknown pretraining override"):
         run_pretrain("mae", "smoke", tmp_path / "root", tmp_path / "run2", overrides={"epochz": 1}, progress=False)
+    # compact records decoded per batch on the device train exactly like decoded samples
+    kw = dict(overrides={"epochs": 1, "batch_size": 4, "max_steps": 2}, progress=False)
+    a = run_pretrain("mae", "smoke", tmp_path / "root", tmp_path / "sample", **kw)
+    kw["overrides"]["decode"] = "batch"
+    b = run_pretrain("mae", "smoke", tmp_path / "root", tmp_path / "batch", **kw)
+    sa, sb = (torch.load(d / "encoder.pth", weights_only=True) for d in (a, b))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_bf16_autocast_on_cpu_runs(tmp_path):

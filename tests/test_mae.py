@@ -33,11 +33,11 @@ def test_patchify_roundtrip_and_layout():
 
 def test_random_masking_from_noise():
     noise = torch.rand(3, 16, generator=torch.Generator().manual_seed(1))
-    ids_keep, mask, ids_restore = random_masking(noise, 0.75)
-    assert ids_keep.shape == (3, 4) and mask.sum(1).tolist() == [12.0] * 3
+    ids_keep, mask, ids_restore, ids_masked = random_masking(noise, 0.75)
+    assert ids_keep.shape == (3, 4) and ids_masked.shape == (3, 12) and mask.sum(1).tolist() == [12.0] * 3
     for b in range(3):  # the kept patches are the lowest-noise ones
         assert set(ids_keep[b].tolist()) == set(torch.argsort(noise[b])[:4].tolist())
-        assert torch.all(mask[b, ids_keep[b]] == 0)
+        assert torch.all(mask[b, ids_keep[b]] == 0) and torch.all(mask[b, ids_masked[b]] == 1)
     assert torch.equal(torch.gather(torch.argsort(noise, 1), 1, ids_restore), torch.arange(16).expand(3, -1))
 
 
@@ -45,7 +45,7 @@ def test_forward_shapes_reproducible_and_fixed_pos_embed():
     mae = small_mae()
     x = torch.randn(2, 12, 32, 32)
     noise = torch.rand(2, 16)
-    a, b = mae(x, noise=noise), mae(x, noise=noise)
+    a, b = mae(x, noise=noise, predict_all=True), mae(x, noise=noise, predict_all=True)
     assert a.pred.shape == (2, 16, 8 * 8 * 12) and a.mask.shape == (2, 16)
     assert torch.equal(a.loss, b.loss) and torch.equal(a.mask, b.mask)
     assert not mae.encoder.pos_embed.requires_grad
@@ -58,7 +58,7 @@ def test_loss_only_on_masked_valid_pixels():
     mae = small_mae()
     x = torch.randn(2, 12, 32, 32)
     noise = torch.rand(2, 16)
-    out = mae(x, noise=noise)
+    out = mae(x, noise=noise, predict_all=True)
     target = patchify(x, 8)
     per_patch = ((out.pred - target) ** 2).mean(-1)
     expected = (per_patch * out.mask).sum() / out.mask.sum()  # the reference formula
@@ -92,8 +92,26 @@ def test_norm_pix_targets_and_reconstruction_denormalises(mode):
     vis = rec["mask"].expand_as(x) == 0
     assert torch.equal(rec["reconstruction"][vis], x[vis])  # visible patches pasted back
     assert torch.isnan(rec["masked_input"][~vis]).all()
-    out = mae(x, noise=noise)
+    out = mae(x, noise=noise, predict_all=True)
     assert torch.allclose(patchify(rec["prediction"], 8), out.pred * std + mean, atol=1e-4)
+
+
+@pytest.mark.parametrize("norm_pix", [False, True])
+def test_training_path_predicts_masked_patches_only_with_the_same_loss_and_grads(norm_pix):
+    mae = small_mae(norm_pix_loss=norm_pix)
+    x = torch.randn(2, 12, 32, 32)
+    valid = torch.rand(2, 12, 32, 32) > 0.2
+    noise = torch.rand(2, 16)
+    grads = []
+    for predict_all in (False, True):
+        mae.zero_grad()
+        out = mae(x, noise=noise, valid=valid, predict_all=predict_all)
+        assert (out.pred is None) != predict_all
+        out.loss.backward()
+        grads.append((out.loss.detach(), [p.grad.clone() for p in mae.parameters() if p.grad is not None]))
+    (l0, g0), (l1, g1) = grads
+    assert torch.allclose(l0, l1, rtol=1e-5) and len(g0) == len(g1)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(g0, g1))
 
 
 def test_norm_pix_ignores_invalid_pixels_in_stats():

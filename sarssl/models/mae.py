@@ -20,6 +20,7 @@ from functools import partial
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from timm.models.vision_transformer import Block, VisionTransformer
 
@@ -30,11 +31,22 @@ NORM_PIX_MODES = ("patch", "channel")
 
 
 class MAEOutput(NamedTuple):
-    """``loss`` scalar; ``pred`` (B, L, p*p*C) in target units; ``mask`` (B, L) with 1 = masked."""
+    """``loss`` scalar; ``pred`` (B, L, p*p*C) in target units, or None (training: only masked patches are
+    predicted); ``mask`` (B, L) with 1 = masked."""
 
     loss: torch.Tensor
-    pred: torch.Tensor
+    pred: torch.Tensor | None
     mask: torch.Tensor
+
+
+class Masking(NamedTuple):
+    """Per-sample masking: ``ids_keep`` (B, K) visible patches, ``mask`` (B, L) 1 = masked,
+    ``ids_restore`` (B, L) inverse permutation, ``ids_masked`` (B, L - K) masked patches."""
+
+    ids_keep: torch.Tensor
+    mask: torch.Tensor
+    ids_restore: torch.Tensor
+    ids_masked: torch.Tensor
 
 
 def patchify(x: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -60,19 +72,18 @@ def unpatchify(x: torch.Tensor, patch_size: int, channels: int, grid: tuple[int,
     return x.reshape(b, channels, gh * p, gw * p)
 
 
-def random_masking(noise: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample masking from noise (B, L): (ids_keep (B, K), mask (B, L) 1=masked, ids_restore (B, L))."""
+def random_masking(noise: torch.Tensor, mask_ratio: float) -> Masking:
+    """Per-sample masking from noise (B, L): the ``K = int(L (1 - ratio))`` lowest-noise patches stay visible."""
     if not 0.0 <= mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
     b, n = noise.shape
     keep = int(n * (1 - mask_ratio))
     ids_shuffle = torch.argsort(noise, dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
-    ids_keep = ids_shuffle[:, :keep]
     mask = torch.ones(b, n, device=noise.device)
     mask[:, :keep] = 0
     mask = torch.gather(mask, 1, ids_restore)
-    return ids_keep, mask, ids_restore
+    return Masking(ids_shuffle[:, :keep], mask, ids_restore, ids_shuffle[:, keep:])
 
 
 def _weighted_stats(t: torch.Tensor, w: torch.Tensor | None, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,21 +197,30 @@ class MAE(nn.Module):
         t = enc.blocks(t)
         return enc.norm(t)
 
-    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + K, D) encoder output -> (B, L, p*p*C) pixel predictions for every patch."""
+    def decode_tokens(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + K, D) encoder output -> (B, L, decoder_dim) normalised decoder tokens, one per patch."""
         y = self.decoder_embed(latent)
         b, k1, d = y.shape
         masks = self.mask_token.to(y.dtype).expand(b, self.num_patches - (k1 - 1), d)
         tokens = _gather_tokens(torch.cat([y[:, 1:], masks], dim=1), ids_restore)
         y = torch.cat([y[:, :1], tokens], dim=1) + self.decoder_pos_embed.to(y.dtype)
-        y = self.decoder_norm(self.decoder_blocks(y))
-        return self.decoder_pred(y)[:, 1:]
+        return self.decoder_norm(self.decoder_blocks(y))[:, 1:]
 
-    def targets(self, x: torch.Tensor, valid: torch.Tensor | None = None
+    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + K, D) encoder output -> (B, L, p*p*C) pixel predictions for every patch."""
+        return self.decoder_pred(self.decode_tokens(latent, ids_restore))
+
+    def targets(self, x: torch.Tensor, valid: torch.Tensor | None = None, ids: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
-        """(target patches (B, L, p*p*C) fp32, valid weights or None, (mean, std) when normalised)."""
+        """(target patches (B, L, p*p*C) fp32, valid weights or None, (mean, std) when normalised).
+
+        ``ids`` (B, M) selects M patches per sample (then every output has M rows instead of L).
+        """
         target = self.patchify(x.float())
         w = self.patchify(valid.to(target.dtype)) if valid is not None else None
+        if ids is not None:
+            target = _gather_tokens(target, ids)
+            w = None if w is None else _gather_tokens(w, ids)
         if not self.norm_pix_loss:
             return target, w, None
         if self.norm_pix_mode == "patch":
@@ -213,19 +233,29 @@ class MAE(nn.Module):
         std = (var + 1e-6).sqrt()
         return (target - mean) / std, w, (mean, std)
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
              weights: torch.Tensor | None) -> torch.Tensor:
-        """Mean squared error per valid pixel of the masked patches (fp32)."""
+        """Mean squared error per valid pixel (fp32) of the patches where ``mask`` (B, N) is 1 (all when None).
+
+        ``pred``, ``target`` and ``weights`` (valid pixels, or None) are (B, N, p*p*C).
+        """
+        if mask is None and weights is None:
+            return F.mse_loss(pred.float(), target)
         err = (pred.float() - target) ** 2
-        w = mask.unsqueeze(-1).to(err.dtype)
-        if weights is not None:
-            w = w * weights
-            return (err * w).sum() / w.sum().clamp_min(1.0)
-        return (err * w).sum() / (w.sum() * err.shape[-1]).clamp_min(1.0)
+        w = weights
+        if mask is not None:
+            m = mask.unsqueeze(-1).to(err.dtype)
+            w = m if w is None else w * m
+        n = w.sum() if weights is not None else w.sum() * err.shape[-1]
+        return (err * w).sum() / n.clamp_min(1.0)
 
     def forward(self, x: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None,
-                valid: torch.Tensor | None = None) -> MAEOutput:
-        """x (B, C, H, W); noise (B, L) for reproducible masks; valid (B, C, H, W) bool excludes no-data."""
+                valid: torch.Tensor | None = None, predict_all: bool = False) -> MAEOutput:
+        """x (B, C, H, W); noise (B, L) for reproducible masks; valid (B, C, H, W) bool excludes no-data.
+
+        Training predicts only the masked patches (the loss needs nothing else; ``pred`` is None);
+        ``predict_all=True`` predicts every patch and returns them as ``pred`` (same loss).
+        """
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         if noise is None:
             noise = self.make_noise(x.shape[0], device=x.device)
@@ -233,11 +263,15 @@ class MAE(nn.Module):
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected ({x.shape[0]}, {self.num_patches})")
         if valid is not None and valid.shape != x.shape:
             raise ValueError(f"valid mask has shape {tuple(valid.shape)}, expected {tuple(x.shape)}")
-        ids_keep, mask, ids_restore = random_masking(noise.to(x.device), ratio)
-        latent = self.forward_encoder(x, ids_keep)
-        pred = self.forward_decoder(latent, ids_restore)
-        target, weights, _ = self.targets(x, valid)
-        return MAEOutput(self.loss(pred, target, mask, weights), pred, mask)
+        m = random_masking(noise.to(x.device), ratio)
+        tokens = self.decode_tokens(self.forward_encoder(x, m.ids_keep), m.ids_restore)
+        if predict_all:
+            pred = self.decoder_pred(tokens)
+            target, weights, _ = self.targets(x, valid)
+            return MAEOutput(self.loss(pred, target, m.mask, weights), pred, m.mask)
+        target, weights, _ = self.targets(x, valid, ids=m.ids_masked)
+        pred = self.decoder_pred(_gather_tokens(tokens, m.ids_masked))
+        return MAEOutput(self.loss(pred, target, None, weights), None, m.mask)
 
 
 @torch.no_grad()
@@ -252,7 +286,7 @@ def reconstruct(model: MAE, x: torch.Tensor, mask_ratio: float | None = None, no
     was_training = model.training
     model.eval()
     try:
-        out = model(x, mask_ratio=mask_ratio, noise=noise, valid=valid)
+        out = model(x, mask_ratio=mask_ratio, noise=noise, valid=valid, predict_all=True)
         _, _, stats = model.targets(x, valid)
         pred = out.pred.float()
         if stats is not None:
@@ -349,7 +383,7 @@ def mae_flops(mae: MAE, mask_ratio: float | None = None) -> dict[str, int]:
     device = next(mae.parameters()).device
     x = torch.zeros(1, mae.in_chans, mae.grid[0] * mae.patch_size, mae.grid[1] * mae.patch_size, device=device)
     noise = torch.rand(1, mae.num_patches, device=device, generator=torch.Generator(device).manual_seed(0))
-    ids_keep, _, ids_restore = random_masking(noise, ratio)
+    ids_keep, _, ids_restore, _ = random_masking(noise, ratio)
     with torch.no_grad():
         latent = mae.forward_encoder(x, ids_keep)
     return {

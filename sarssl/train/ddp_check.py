@@ -30,7 +30,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 

@@ -396,13 +396,16 @@ class Trainer:
         data: map-style ``Dataset`` or ``loader_factory(sampler, batch_size) -> iterable``.
         config: :class:`TrainConfig`.
         collate_fn: batch collation for a ``Dataset`` (default ``torch`` collate).
+        batch_transform: applied to each batch once it is on the device (e.g. decoding compact
+            records on the GPU, ``M3LEODataset.decode_batch``).
     """
 
     def __init__(self, task: nn.Module, data: Dataset | Callable, config: TrainConfig,
-                 collate_fn: Callable | None = None):
+                 collate_fn: Callable | None = None, batch_transform: Callable | None = None):
         if not callable(getattr(task, "training_step", None)):
             raise TypeError(f"{type(task).__name__} has no training_step(batch, step_info) method")
         self.task, self.data, self.config, self.collate_fn = task, data, config, collate_fn
+        self.batch_transform = batch_transform
         self.device = resolve_device(config.device)
         self.rank, self.world_size, self._owns_pg = init_distributed(self.device)
         self.is_main = self.rank == 0
@@ -623,6 +626,8 @@ class Trainer:
                                 f"batches than {self.steps_per_epoch * accum} expected") from None
                         n_images += batch_size_of(batch)
                         batch = move_to_device(batch, self.device)
+                        if self.batch_transform is not None:
+                            batch = self.batch_transform(batch)
                         info.micro_step = micro
                         sync = (micro == accum - 1) or self.world_size == 1
                         ctx = contextlib.nullcontext() if sync else step_module.no_sync()

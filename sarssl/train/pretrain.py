@@ -24,7 +24,7 @@ S1_PRODUCT = "s1grd-2020"
 #: MAE model options accepted in ``overrides`` (the rest go to :class:`TrainConfig`).
 MAE_MODEL_KEYS = ("mask_ratio", "decoder_dim", "decoder_depth", "decoder_heads", "norm_pix_loss", "norm_pix_mode",
                   "drop_path_rate")
-DATA_KEYS = ("s1_product",)
+DATA_KEYS = ("s1_product", "decode")
 
 
 @dataclass
@@ -64,6 +64,7 @@ class PretrainSetup:
     data: Any
     config: TrainConfig
     collate_fn: Callable | None = None
+    batch_transform: Callable | None = None  # applied on the device (see ``Trainer``)
 
 
 PRETRAIN_METHODS: dict[str, Callable[[PretrainContext], PretrainSetup]] = {}
@@ -82,20 +83,24 @@ def device_for(profile) -> str:
     return "auto" if profile.device == "cuda" else profile.device
 
 
-def pretrain_dataset(ctx: PretrainContext, s1_product: str = S1_PRODUCT, split="train", products=None):
-    """The M3LEO chips of ``ctx.aois`` (``split``) with ``s1``/``s1_valid``; normalisation fitted on train."""
+def pretrain_dataset(ctx: PretrainContext, s1_product: str = S1_PRODUCT, split="train", products=None,
+                     decode: str = "sample"):
+    """The M3LEO chips of ``ctx.aois`` (``split``) with ``s1``/``s1_valid``; normalisation fitted on train.
+
+    ``decode="batch"``: items hold compact records, decoded per batch by ``ds.decode_batch``.
+    """
     from sarssl.data.datasets import M3LEODataset
 
     ds = M3LEODataset(ctx.data_root, ctx.aois, split=split, products=products or (s1_product,),
                       normalization="fit", norm_tiles=ctx.profile.data.norm_tiles, seed=ctx.seed,
-                      progress=ctx.progress)
+                      progress=ctx.progress, decode=decode)
     if len(ds) == 0:
         raise ValueError(f"no {split} chips with {s1_product} under {ctx.data_root} for AOIs {ctx.aois}")
     return ds
 
 
 def _check_size(ds, img_size: int, what: str) -> None:
-    h, w = ds[0]["s1"].shape[-2:]
+    h, w = ds.chip_shape
     if (h, w) != (img_size, img_size):
         raise ValueError(f"{what}: chips are {h}x{w} px but the encoder expects {img_size}x{img_size}; "
                          "pick a profile whose model.img_size matches the data's chip size")
@@ -111,6 +116,7 @@ def build_mae(ctx: PretrainContext) -> PretrainSetup:
 
     p = ctx.profile
     model_kw, train_kw, data_kw = ctx.split_overrides(MAE_MODEL_KEYS)
+    data_kw.setdefault("decode", "batch" if p.data.decode_on_device else "sample")
     ds = pretrain_dataset(ctx, **data_kw)
     _check_size(ds, p.model.img_size, f"MAE on {ctx.data_root}")
     spec = spec_from_profile(p)
@@ -128,7 +134,7 @@ def build_mae(ctx: PretrainContext) -> PretrainSetup:
                   checkpoint_every=max(1, len(ds) // batch), log_every=max(1, min(10, len(ds) // batch)),
                   progress=ctx.progress)
     values.update(train_kw)
-    return PretrainSetup(task, ds, TrainConfig(**values))
+    return PretrainSetup(task, ds, TrainConfig(**values), batch_transform=ds.decode_batch)
 
 
 @register_method("dino")
@@ -140,6 +146,8 @@ def build_dino_run(ctx: PretrainContext) -> PretrainSetup:
 
     _, train_kw, data_kw = ctx.split_overrides(())
     s1 = data_kw.get("s1_product", S1_PRODUCT)
+    if data_kw.get("decode", "sample") != "sample":
+        raise ValueError("DINO makes its crops in the data workers from decoded samples: decode='batch' is for MAE only")
     ds = pretrain_dataset(ctx, s1)
     knn_train = knn_test = None
     year = s1.rsplit("-", 1)[-1]
@@ -191,7 +199,8 @@ def run_pretrain(method: str, profile: str = "auto", data_root: str | Path = "."
     out = Path(out_dir)
     ctx = PretrainContext(prof, root, aois, out, run_seed, overrides, progress)
     setup = PRETRAIN_METHODS[method](ctx)
-    trainer = Trainer(setup.task, setup.data, setup.config, collate_fn=setup.collate_fn)
+    trainer = Trainer(setup.task, setup.data, setup.config, collate_fn=setup.collate_fn,
+                      batch_transform=setup.batch_transform)
     if trainer.is_main:
         out.mkdir(parents=True, exist_ok=True)
         info = {"method": method, "profile": prof.name, "data_root": str(root), "aois": aois,

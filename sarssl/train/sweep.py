@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sarssl.train.finetune import FROZEN_PROTOCOLS, PROTOCOLS, TARGETS, get_target
+from sarssl.train.tasks import FROZEN_PROTOCOLS, METHODS, PROTOCOLS, TARGETS, get_target
 
 __all__ = ["SweepRun", "KEY_COLUMNS", "RUN_KEY", "plan_runs", "read_results", "append_rows", "finished_runs",
            "run_sweep", "summarize", "label_savings", "METHODS"]
 
-METHODS = ("scratch", "mae", "dino")
 KEY_COLUMNS = ("task", "method", "protocol", "limit_pct", "n_tiles", "seed", "region")
 RUN_KEY = ("task", "method", "protocol", "limit_pct", "seed")
 

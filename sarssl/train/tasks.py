@@ -1,0 +1,71 @@
+"""What can be fine-tuned: the downstream targets, the training protocols and the encoder inits.
+
+Kept free of torch so the CLI can list the choices without importing the training code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sarssl.data.products import WORLDCOVER_NAMES
+
+__all__ = ["TargetSpec", "TARGETS", "PROTOCOLS", "FROZEN_PROTOCOLS", "METHODS", "get_target", "products_for"]
+
+METHODS = ("scratch", "mae", "dino")  # encoder initialisations compared by the sweep
+PROTOCOLS = ("scratch", "linear", "frozen", "finetune", "knn")
+FROZEN_PROTOCOLS = ("linear", "frozen", "knn")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A downstream target: ``kind`` is ``"tile"`` (B,), ``"pixel"`` (B, H, W) or ``"segmentation"``."""
+
+    name: str
+    kind: str
+    key: str  # sample key of the label
+    valid_key: str | None  # sample key of its bool mask (None: the ignore index marks no-data)
+    product: str  # product folder, ``{year}`` filled in
+    scale: float = 1.0  # regression heads predict value / scale
+    unit: str = ""
+    title: str = ""
+    n_classes: int = 0
+    primary: str = "rmse"  # headline metric
+
+    def product_name(self, year: int = 2020) -> str:
+        return self.product.format(year=year)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return ("miou", "accuracy") if self.kind == "segmentation" else ("rmse", "mae", "r2")
+
+
+TARGETS: dict[str, TargetSpec] = {
+    "vegetation": TargetSpec("vegetation", "tile", "treecover", "treecover_valid", "modis44b006veg", 100.0, "%",
+                             "tree cover, tile mean (%)"),
+    "vegetation_pixel": TargetSpec("vegetation_pixel", "pixel", "treecover", "treecover_valid", "modis44b006veg",
+                                   100.0, "%", "tree cover per pixel (%)"),
+    "biomass": TargetSpec("biomass", "pixel", "biomass", "biomass_valid", "biomass-{year}", 100.0, "Mg/ha",
+                          "above-ground biomass (Mg/ha)"),
+    "built": TargetSpec("built", "pixel", "built", "built_valid", "ghsbuilts-{year}", 1.0, "fraction",
+                        "built-up surface (fraction)"),
+    "landcover": TargetSpec("landcover", "segmentation", "worldcover", None, "esaworldcover-{year}", 1.0, "",
+                            "ESA WorldCover land cover", n_classes=len(WORLDCOVER_NAMES), primary="miou"),
+}
+
+
+def get_target(task: str | TargetSpec) -> TargetSpec:
+    if isinstance(task, TargetSpec):
+        return task
+    if task not in TARGETS:
+        raise ValueError(f"unknown fine-tuning task {task!r}: expected one of {sorted(TARGETS)}")
+    return TARGETS[task]
+
+
+def products_for(tasks, year: int = 2020, s1_product: str | None = None) -> tuple[str, ...]:
+    """The S1 product plus the label products of ``tasks`` (no duplicates, stable order)."""
+    out = [s1_product or f"s1grd-{year}"]
+    for t in ([tasks] if isinstance(tasks, (str, TargetSpec)) else tasks):
+        p = get_target(t).product_name(year)
+        if p not in out:
+            out.append(p)
+    return tuple(out)

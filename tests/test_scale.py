@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from sarssl.preprocess.composites import seasonal_composite
-from sarssl.preprocess.scale import composite_to_zarr, lazy_composite, local_cluster, overlap_filter
+from sarssl.preprocess.scale import composite_to_zarr, lazy_composite, local_cluster, overlap_filter, stack_to_zarr
 from sarssl.preprocess.speckle import lee
 from sarssl.preprocess.synthetic import synthetic_landcover, synthetic_time_stack
 
@@ -35,6 +35,24 @@ def test_dask_result_equals_in_memory(stack):
     assert list(got["band"].values) == list(ref["band"].values)
     np.testing.assert_allclose(got.values, ref.values, rtol=1e-5, atol=1e-5, equal_nan=True)
     assert np.isfinite(got.values).mean() > 0.99
+
+
+def test_stack_to_zarr_round_trip_is_lazy(stack, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no zarr warning about fixed-length strings
+        lazy = stack_to_zarr(stack, tmp_path / "stack.zarr", chunk=16)
+    import dask.array as dsa
+
+    assert isinstance(lazy.data, dsa.Array) and lazy.data.chunks[2:] == ((16, 16, 16), (16, 16, 16))
+    np.testing.assert_array_equal(lazy.values, stack.values)
+    assert list(lazy["pass"].values) == list(stack["pass"].values)
+    comp = lazy_composite(lazy, 2020, speckle="lee", speckle_kwargs={"size": 5, "looks": 4.4}, chunk=16)
+    np.testing.assert_allclose(comp.compute(scheduler="synchronous").values, _in_memory(stack).values,
+                               rtol=1e-5, atol=1e-5, equal_nan=True)
+    with pytest.raises(FileExistsError, match="exists"):
+        stack_to_zarr(stack, tmp_path / "stack.zarr")
 
 
 def test_pluggable_block_function_is_lazy_until_written(stack, tmp_path):

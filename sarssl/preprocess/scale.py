@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["local_cluster", "chunk_stack", "overlap_filter", "speckle_stack", "lazy_composite",
-           "composite_to_zarr", "DEFAULT_CHUNK"]
+           "composite_to_zarr", "stack_to_zarr", "DEFAULT_CHUNK"]
 
 #: spatial chunk side in pixels (all times in one chunk): 60 dates x 2 pols x 512^2 x 8 B ~ 250 MB per task
 DEFAULT_CHUNK = 512
@@ -168,7 +168,7 @@ def composite_to_zarr(stack: xr.DataArray, store, year: int, speckle="lee", spec
     comp.attrs = {k: (str(v) if v is None else v) for k, v in comp.attrs.items()}
     comp = comp.chunk({"band": -1, "y": chunk, "x": chunk})
     ds = comp.drop_vars([c for c in comp.coords if c not in comp.dims and c != "spatial_ref"]).to_dataset()
-    ds = ds.assign_coords(band=np.asarray([str(b) for b in ds["band"].values], dtype=object))  # vlen strings
+    ds = _vlen_strings(ds.assign_coords(band=[str(b) for b in ds["band"].values]))
     for v in ds.variables.values():
         v.encoding.pop("chunks", None)
         v.encoding.pop("preferred_chunks", None)
@@ -184,6 +184,33 @@ def composite_to_zarr(stack: xr.DataArray, store, year: int, speckle="lee", spec
         delayed.compute()
     # encoded codes stay uint8 (0 = no-data) instead of being masked to float NaN
     return xr.open_zarr(store, consolidated=False, mask_and_scale=not encode)[name]
+
+
+def _vlen_strings(obj):
+    """String coordinates as variable-length (object) strings, which every zarr format stores."""
+    return obj.assign_coords({c: (obj[c].dims, np.asarray(obj[c].values, dtype=object))
+                              for c in obj.coords if obj[c].dtype.kind == "U"})
+
+
+def stack_to_zarr(stack: xr.DataArray, store, chunk: int = DEFAULT_CHUNK, overwrite: bool = False) -> xr.DataArray:
+    """Write a ``(time, band, y, x)`` stack to a zarr store in spatial tiles (all times per tile); reopen it lazily.
+
+    The returned DataArray reads nothing until computed, so :func:`lazy_composite` and
+    :func:`composite_to_zarr` on it read tile by tile from disk instead of holding the stack in memory.
+    """
+    store = Path(store)
+    if store.exists() and not overwrite:
+        raise FileExistsError(f"zarr store {str(store)!r} exists (pass overwrite=True to replace it)")
+    missing = {"time", "band", "y", "x"} - set(stack.dims)
+    if missing:
+        raise ValueError(f"stack_to_zarr: the stack has dims {stack.dims}, missing {sorted(missing)}")
+    name = stack.name or "sigma0"
+    ds = _vlen_strings(stack.rename(name).chunk({"time": -1, "band": -1, "y": chunk, "x": chunk})).to_dataset()
+    for v in ds.variables.values():
+        v.encoding.pop("chunks", None)
+        v.encoding.pop("preferred_chunks", None)
+    ds.to_zarr(store, mode="w", consolidated=False)
+    return xr.open_zarr(store, consolidated=False)[name]
 
 
 def _has_client() -> bool:

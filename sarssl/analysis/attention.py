@@ -27,6 +27,7 @@ __all__ = [
     "capture_cls_attention",
     "cls_attention",
     "cls_attention_and_tokens",
+    "cls_attention_shares",
     "threshold_attention",
     "upsample_to_pixels",
     "attention_maps",
@@ -184,6 +185,21 @@ def cls_attention(model: nn.Module, x: torch.Tensor, block: int = -1) -> torch.T
         except _StopForward:
             pass
     return rec.patches(patch_grid(vit, x.shape[-2:]))
+
+
+def cls_attention_shares(model: nn.Module, x: torch.Tensor, block: int = -1) -> torch.Tensor:
+    """:func:`cls_attention` in eval mode (the training flag is restored afterwards), on the CPU, each
+    head's map rescaled to sum to 1 over the patches (the CLS token's attention to itself left out).
+
+    Returns (B, heads, h, w) float32 shares of the attention mass, as the thresholded figures use them.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        attn = cls_attention(model, x, block=block).cpu()
+    finally:
+        model.train(was_training)
+    return attn / attn.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
 
 
 @torch.no_grad()

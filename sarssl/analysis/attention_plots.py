@@ -48,7 +48,7 @@ def collect_chips(encoder: torch.nn.Module, dataset, indices: Sequence[int], mas
     over patches, "masks" (B, heads, h, w) bool (the ``mass`` sets), "mass", "products" {key: (B, [3,] H, W)
     float with NaN where invalid, or int64 classes with IGNORE_INDEX}, "ids"}``.
     """
-    from sarssl.analysis.attention import cls_attention, threshold_attention
+    from sarssl.analysis.attention import cls_attention_shares, threshold_attention
 
     samples = [dataset[int(i)] for i in indices]
     if not samples:
@@ -59,13 +59,7 @@ def collect_chips(encoder: torch.nn.Module, dataset, indices: Sequence[int], mas
                        "open the dataset with products=ALL_PRODUCTS")
     s1 = torch.stack([s["s1"] for s in samples])
     valid = torch.stack([s["s1_valid"] for s in samples])
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        attn = cls_attention(encoder, s1, block=block).cpu()
-    finally:
-        encoder.train(was_training)
-    attn = attn / attn.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    attn = cls_attention_shares(encoder, s1, block=block)
     prods = {}
     for p in products:
         v = torch.stack([s[p] for s in samples])

@@ -195,6 +195,21 @@ def dino_run_summary(metrics, out_dim: int, collapse_high: float = 0.95, collaps
     return out
 
 
+def _twin_curves(ax, df: pd.DataFrame, x, marker, left: tuple, right: tuple) -> None:
+    """Column ``left`` on ``ax`` and ``right`` (dashed) on a twin y axis, each ``(column, colour, label[, ylabel])``
+    and drawn only when the column exists; one legend for both when the right one is drawn."""
+    key, color, label, *ylabel = left
+    if key in df:
+        ax.plot(x, df[key], color=color, marker=marker, label=label)
+        ax.set_ylabel(ylabel[0] if ylabel else label)
+    key, color, label, *ylabel = right
+    if key in df:
+        ax2 = ax.twinx()
+        ax2.plot(x, df[key], color=color, ls="--", marker=marker, label=label)
+        ax2.set_ylabel(ylabel[0] if ylabel else label)
+        ax.legend(handles=ax.get_lines() + ax2.get_lines(), fontsize=8, loc="center right")
+
+
 def plot_dino_curves(metrics, out_dim: int, collapse_high: float = 0.95, collapse_low: float = 0.05,
                      knn_controls: dict[str, float] | None = None):
     """Loss; lr and weight decay; teacher momentum and temperature; teacher entropy against ``ln K``
@@ -207,26 +222,11 @@ def plot_dino_curves(metrics, out_dim: int, collapse_high: float = 0.95, collaps
     ax = axes[0, 0]
     ax.plot(x, df["loss"], color="C0", marker=mk)
     ax.set_title("DINO loss (cross-entropy, nats)")
-    ax = axes[0, 1]
-    if "lr" in df:
-        ax.plot(x, df["lr"], color="C1", marker=mk, label="learning rate")
-        ax.set_ylabel("learning rate")
-    if "wd" in df:
-        ax2 = ax.twinx()
-        ax2.plot(x, df["wd"], color="C2", ls="--", marker=mk, label="weight decay")
-        ax2.set_ylabel("weight decay")
-        ax.legend(handles=ax.get_lines() + ax2.get_lines(), fontsize=8, loc="center right")
-    ax.set_title("schedules")
-    ax = axes[0, 2]
-    if "teacher_momentum" in df:
-        ax.plot(x, df["teacher_momentum"], color="C3", marker=mk, label="teacher EMA momentum")
-        ax.set_ylabel("momentum")
-    if "teacher_temp" in df:
-        ax2 = ax.twinx()
-        ax2.plot(x, df["teacher_temp"], color="C4", ls="--", marker=mk, label="teacher temperature")
-        ax2.set_ylabel("temperature")
-        ax.legend(handles=ax.get_lines() + ax2.get_lines(), fontsize=8, loc="center right")
-    ax.set_title("teacher")
+    _twin_curves(axes[0, 1], df, x, mk, ("lr", "C1", "learning rate"), ("wd", "C2", "weight decay"))
+    axes[0, 1].set_title("schedules")
+    _twin_curves(axes[0, 2], df, x, mk, ("teacher_momentum", "C3", "teacher EMA momentum", "momentum"),
+                 ("teacher_temp", "C4", "teacher temperature", "temperature"))
+    axes[0, 2].set_title("teacher")
     ax = axes[1, 0]
     ln_k = math.log(out_dim)
     if "teacher_entropy" in df:
@@ -273,7 +273,7 @@ def chip_attention(encoder: torch.nn.Module, dataset, indices: Sequence[int], ma
     (B, heads, h, w) summing to 1 over patches, "masks" (B, heads, h, w) bool (the ``mass`` sets),
     "ids"}``.
     """
-    from sarssl.analysis.attention import cls_attention, threshold_attention
+    from sarssl.analysis.attention import cls_attention_shares, threshold_attention
 
     samples = [dataset[int(i)] for i in indices]
     if not samples:
@@ -281,13 +281,7 @@ def chip_attention(encoder: torch.nn.Module, dataset, indices: Sequence[int], ma
     s1 = torch.stack([s["s1"] for s in samples])
     valid = torch.stack([s["s1_valid"] for s in samples]) if "s1_valid" in samples[0] else torch.ones_like(s1, dtype=torch.bool)
     labels = torch.stack([s[label_key] for s in samples]) if label_key in samples[0] else None
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        attn = cls_attention(encoder, s1, block=block).cpu()
-    finally:
-        encoder.train(was_training)
-    attn = attn / attn.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    attn = cls_attention_shares(encoder, s1, block=block)
     return {"s1": s1, "s1_valid": valid, "labels": labels, "attn": attn,
             "masks": threshold_attention(attn, mass), "mass": mass,
             "ids": [str(s.get("id", i)) for s, i in zip(samples, indices)]}

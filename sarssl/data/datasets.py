@@ -18,14 +18,13 @@ import torch
 from torch.utils.data import Dataset
 
 from sarssl.data import cache as cache_mod
-from sarssl.data.layout import SPLITS, AOILayout
+from sarssl.data.layout import SPLITS, AOILayout, parse_splits
 from sarssl.data.m3leo import (
     ALL_PRODUCTS,
-    s1_year,
     GDAL_READ_OPTIONS,
     ChipGrid,
     available_products,
-    channel_specs,
+    chip_reading,
     check_header,
     label_fraction_ids,
     nearest_index,
@@ -259,17 +258,8 @@ class M3LEODataset(Dataset):
         self.aois = [aois] if isinstance(aois, str) else list(aois)
         if not self.aois:
             raise ValueError("aois is empty: expected at least one AOI name")
-        self.splits = list(SPLITS) if split is None else ([split] if isinstance(split, str) else list(split))
-        for s in self.splits:
-            if s not in SPLITS:
-                raise ValueError(f"unknown split {s!r}: expected one of {list(SPLITS)} or None")
-        self.products = tuple(products)
-        for p in self.products:
-            product_family(p)
-        self.ref_product = reference_product(self.products)
-        self.channels = tuple(channels)
-        self.specs = channel_specs(self.channels)
-        self.year = s1_year(self.products) if year is None else year
+        self.splits = list(SPLITS) if split is None else parse_splits(split)
+        self.products, self.ref_product, self.channels, self.specs, self.year = chip_reading(products, channels, year)
         self.seed = seed
         self.limit_pct = float(limit_pct)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None

@@ -23,6 +23,17 @@ STRIPE_PATTERN = ("train", "train", "train", "test", "val")
 N_STRIPES = 60
 SPLITS = ("train", "val", "test")
 
+
+def parse_splits(split) -> list[str] | None:
+    """A split name or a list of them -> a checked list; ``None`` stays ``None`` (the caller's default)."""
+    if split is None:
+        return None
+    splits = [split] if isinstance(split, str) else list(split)
+    for s in splits:
+        if s not in SPLITS:
+            raise ValueError(f"unknown split {s!r}: expected one of {list(SPLITS)} or None")
+    return splits
+
 _SPLIT_RE = re.compile(r"^(?P<stem>.+_partitions_aschips_(?P<hash>[0-9a-zA-Z]+))_splits_(?P<n>\d+)bands_angle(?P<angle>\d+)_60-20-20\.csv$")
 
 

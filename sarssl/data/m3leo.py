@@ -17,6 +17,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,7 @@ __all__ = [
     "EXPECTED_DTYPES", "LABEL_KEYS", "ALL_PRODUCTS", "ChipGrid", "available_products", "read_splits",
     "read_chips_geojson", "open_product", "decode_array", "s2rgb_annual_median", "channel_names",
     "channel_specs", "build_input_channels", "label_fraction_ids", "nearest_index", "read_record",
-    "check_header", "default_products",
+    "check_header", "default_products", "ChipReading", "chip_reading",
 ]
 
 #: storage dtype per product family (see the table in :mod:`sarssl.data.products`)
@@ -433,6 +434,26 @@ def s1_year(products) -> int | None:
         if product_family(p) == "s1grd" and m:
             return int(m[1])
     return None
+
+
+class ChipReading(NamedTuple):
+    """A reader's product and channel choice, checked: the products, the one giving the chip grid,
+    the input channel names and their :func:`channel_specs`, and the year (MODIS band, S1 product)."""
+
+    products: tuple[str, ...]
+    ref_product: str
+    channels: tuple[str, ...]
+    specs: list[tuple[str, int, int]]
+    year: int | None
+
+
+def chip_reading(products, channels=INPUT_CHANNELS, year: int | None = None) -> ChipReading:
+    """Check ``products`` (unknown names are a clear error) and ``channels``; ``year`` defaults to the S1 product's."""
+    products = tuple(products)
+    for p in products:
+        product_family(p)
+    return ChipReading(products, reference_product(products), tuple(channels), channel_specs(channels),
+                       s1_year(products) if year is None else year)
 
 
 def read_chip_array(src, product: str, grid: "ChipGrid | None", what: str, modis_year=None):

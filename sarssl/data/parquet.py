@@ -29,8 +29,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from sarssl.data.layout import SPLITS, AOILayout
-from sarssl.data.products import INPUT_CHANNELS, product_family
+from sarssl.data.layout import AOILayout, parse_splits
+from sarssl.data.products import INPUT_CHANNELS
 
 __all__ = [
     "PARQUET_COLUMNS", "find_shards", "unpack_parquet", "pack_parquet", "record_from_bytes", "M3LEOParquetStream",
@@ -287,23 +287,13 @@ class M3LEOParquetStream(IterableDataset):
                  skip_all_nodata: bool = True, cache_row_groups: int = 4, progress: bool = False):
         import pyarrow.parquet as pq
 
-        from sarssl.data.m3leo import channel_specs, reference_product, s1_year
-
-        from sarssl.data.m3leo import ALL_PRODUCTS
+        from sarssl.data.m3leo import ALL_PRODUCTS, chip_reading
 
         self.files = [str(f) for f in find_shards(shards)]
-        self.products = tuple(ALL_PRODUCTS if products is None else products)
-        for p in self.products:
-            product_family(p)
-        self.ref_product = reference_product(self.products)
-        self.channels = tuple(channels)
-        self.specs = channel_specs(self.channels)
-        self.year = s1_year(self.products) if year is None else year
-        self.splits = None if split is None else ([split] if isinstance(split, str) else list(split))
+        self.products, self.ref_product, self.channels, self.specs, self.year = chip_reading(
+            ALL_PRODUCTS if products is None else products, channels, year)
+        self.splits = parse_splits(split)
         if self.splits is not None:
-            for s in self.splits:
-                if s not in SPLITS:
-                    raise ValueError(f"unknown split {s!r}: expected one of {list(SPLITS)} or None")
             if split_csv is None:
                 raise ValueError("split given but no split_csv: pass the AOI's split CSV (columns identifier,split)")
         self.shuffle = bool(shuffle)

@@ -270,12 +270,9 @@ def calibrate(dn, calibration: CalibrationLUT, target: str = "sigma0", noise: No
     rows, cols = _grid_coords(dn, rows, cols)
     cal_vec = calibration.luts[lut_name]
     data = getattr(dn, "data", dn)
-    try:
-        import dask.array as dsa
-        is_dask = isinstance(data, dsa.Array)
-    except ImportError:  # pragma: no cover
-        is_dask = False
-    if is_dask:
+    import dask.array as dsa
+
+    if isinstance(data, dsa.Array):
         r = dsa.from_array(rows, chunks=(data.chunks[-2],))
         c = dsa.from_array(cols, chunks=(data.chunks[-1],))
         lead = (None,) * (data.ndim - 2)

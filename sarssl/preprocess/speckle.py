@@ -57,11 +57,9 @@ def _dispatch(func, image, halo: int):
     data = getattr(image, "data", None)
     if data is None or not hasattr(image, "dims"):  # plain array-like
         return _apply_2d(func, image)
-    try:
-        import dask.array as dsa
-    except ImportError:  # pragma: no cover
-        dsa = None
-    if dsa is not None and isinstance(data, dsa.Array):
+    import dask.array as dsa
+
+    if isinstance(data, dsa.Array):
         depth = {i: 0 for i in range(data.ndim)}
         depth[data.ndim - 2] = halo
         depth[data.ndim - 1] = halo

@@ -61,12 +61,9 @@ def surface_normal(dem, spacing=None):
     (dask-backed DEMs stay lazy: gradients per chunk with a 1-pixel halo)."""
     dy, dx = _spacing(dem, spacing)
     data = getattr(dem, "data", dem)
-    try:
-        import dask.array as dsa
-        is_dask = isinstance(data, dsa.Array)
-    except ImportError:  # pragma: no cover
-        is_dask = False
-    if is_dask:
+    import dask.array as dsa
+
+    if isinstance(data, dsa.Array):
         # halo 1 and no padding at the outer border: np.gradient's one-sided edges match the numpy path
         z = data.astype(np.float64)
         kw = dict(depth=1, boundary="none", dtype=np.float64)

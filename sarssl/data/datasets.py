@@ -142,7 +142,12 @@ def record_to_sample(rec: dict[str, np.ndarray], specs, norm: Normalization | No
     ``specs`` are :func:`sarssl.data.m3leo.channel_specs` of the input channels; ``norm`` may be None
     (then ``s1`` is dB with no-data 0).
     """
-    return decode_record({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in rec.items()}, specs, norm)
+    return decode_record(_record_tensors(rec), specs, norm)
+
+
+def _record_tensors(rec: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """A compact record's arrays as tensors (no copy unless an array is not contiguous)."""
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in rec.items()}
 
 
 def decode_record(rec: dict[str, torch.Tensor], specs, norm: Normalization | None) -> dict[str, torch.Tensor]:
@@ -427,7 +432,7 @@ class M3LEODataset(Dataset):
         aoi, ident = self.items[i]
         rec = self._record(aoi, ident)
         if self.decode == "batch":
-            sample = {"record": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in rec.items()}}
+            sample = {"record": _record_tensors(rec)}
         else:
             sample = record_to_sample(rec, self.specs, self.norm)
         sample["id"] = ident

@@ -84,7 +84,8 @@ def plot_region_transfer(df: pd.DataFrame, metric: str, ax=None, title: str | No
     x, y = df["distance"].to_numpy(float), df[metric].to_numpy(float)
     rho = spearmanr(x, y).statistic if len(df) > 2 else np.nan
     inside = df["in_region"].to_numpy(bool)
-    pts = ax.scatter(x[~inside], y[~inside], label=f"{label or 'other regions'} (Spearman ρ = {rho:+.2f})")
+    pts = ax.scatter(x[~inside], y[~inside],
+                     label=f"{label or 'other regions'} (Spearman ρ over all {len(df)} points = {rho:+.2f})")
     ax.scatter(x[inside], y[inside], facecolors="none", edgecolors=pts.get_facecolor()[0], s=60,
                label="source region, test chips")
     for xi, yi, name in zip(x, y, df["region"]):

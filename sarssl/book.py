@@ -8,6 +8,9 @@ with ``execute_notebooks: off``, so every number in the HTML comes from the run 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,20 +56,51 @@ def chapter_notebooks(root: str | Path | None = None) -> list[Path]:
     return [root / f"{f}.ipynb" for f in toc_files(root) if (root / f"{f}.ipynb").is_file()]
 
 
-def execute_chapter(notebook: str | Path, out_path: str | Path, profile: str = "cpu", cwd: str | Path | None = None) -> float:
+class ChapterError(RuntimeError):
+    """A chapter failed: names the chapter, the failing cell, the error and where the log is."""
+
+
+@contextlib.contextmanager
+def _kernel_output_to(log_path: Path):
+    """Send file descriptor 2 (where kernels write their start-up and shutdown chatter) to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def execute_chapter(notebook: str | Path, out_path: str | Path, profile: str = "cpu", cwd: str | Path | None = None,
+                    log_path: str | Path | None = None) -> float:
     """Run one chapter notebook with papermill, injecting ``PROFILE``; returns the seconds it took.
 
-    Raises ``papermill.PapermillExecutionError`` (naming the failing cell) when a cell fails.
+    With ``log_path``, the kernel's own console output (its TCP warning, shutdown messages) goes to that
+    file instead of the terminal. A failing cell raises :class:`ChapterError` naming the chapter, the
+    cell (its index and first line), the error and the executed notebook that holds the traceback.
     """
     import papermill as pm
 
     notebook, out_path = Path(notebook), Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    pm.execute_notebook(
-        str(notebook), str(out_path), parameters={"PROFILE": profile}, kernel_name="python3",
-        cwd=str(cwd or notebook.parent), progress_bar=False,
-    )
+    quiet = _kernel_output_to(Path(log_path)) if log_path else contextlib.nullcontext()
+    try:
+        with quiet:
+            pm.execute_notebook(
+                str(notebook), str(out_path), parameters={"PROFILE": profile}, kernel_name="python3",
+                cwd=str(cwd or notebook.parent), progress_bar=False,
+            )
+    except pm.PapermillExecutionError as err:
+        cell = err.source.strip().splitlines()[0] if err.source.strip() else ""
+        raise ChapterError(
+            f"{notebook.stem} ({profile}) failed in cell {err.cell_index} (`{cell[:80]}`): {err.ename}: {err.evalue}\n"
+            f"  the executed notebook with the traceback: {out_path}") from err
     return time.perf_counter() - start
 
 
@@ -95,8 +129,18 @@ def stage_book(executed: dict[str, Path], stage_dir: str | Path, root: str | Pat
         shutil.copy2(path, stage / rel)
     for name, nb in executed.items():
         (stage / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(nb, stage / f"{name}.ipynb")
+        _write_without_injected_parameters(Path(nb), stage / f"{name}.ipynb")
     return stage
+
+
+def _write_without_injected_parameters(src: Path, dst: Path) -> None:
+    """Copy an executed notebook, tagging papermill's injected ``# Parameters`` cell ``remove-cell``."""
+    nb = json.loads(src.read_text())
+    for cell in nb.get("cells", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell["metadata"]["tags"] = tags + ["remove-cell"]
+    dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
 
 
 def build_html(stage_dir: str | Path, out_dir: str | Path, strict: bool = True) -> Path:
@@ -124,19 +168,43 @@ def build_book(profile: str = "cpu", out_dir: str | Path = "_build", root: str |
                strict: bool = True, reuse_executed: bool = False, progress: bool = True) -> Path:
     """Execute every chapter with ``profile`` and build the HTML book into ``<out_dir>/html``.
 
-    Executed notebooks are kept in ``<out_dir>/executed/<profile>/``; with ``reuse_executed`` a chapter
-    whose executed copy is newer than its source is not run again.
+    Executed notebooks are kept in ``<out_dir>/executed/<profile>/``, each kernel's console output in
+    ``<out_dir>/logs/<profile>/``, and the seconds per chapter in ``<out_dir>/timings-<profile>.json``;
+    with ``reuse_executed`` a chapter whose executed copy is newer than its source is not run again.
+    One progress bar names the chapter running and the elapsed time; a table of times ends the run.
     """
     from tqdm.auto import tqdm
 
     root, out_dir = book_root(root), Path(out_dir).resolve()
-    exec_dir = out_dir / "executed" / profile
-    executed = {}
+    exec_dir, log_dir = out_dir / "executed" / profile, out_dir / "logs" / profile
+    executed, seconds = {}, {}
     chapters = [f for f in toc_files(root) if (root / f"{f}.ipynb").is_file()]
-    for name in tqdm(chapters, desc=f"chapters ({profile})", disable=not progress):
+    bar = tqdm(chapters, desc=f"book ({profile})", unit="chapter", disable=not progress,
+               bar_format="{desc}: {n_fmt}/{total_fmt} chapters |{bar}| {elapsed} elapsed{postfix}")
+    for name in bar:
         src, dst = root / f"{name}.ipynb", exec_dir / f"{name}.ipynb"
-        if not (reuse_executed and dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime):
-            execute_chapter(src, dst, profile=profile, cwd=src.parent)
+        bar.set_postfix_str(Path(name).name)
+        if reuse_executed and dst.is_file() and dst.stat().st_mtime >= src.stat().st_mtime:
+            seconds[name] = None
+        else:
+            seconds[name] = execute_chapter(src, dst, profile=profile, cwd=src.parent,
+                                            log_path=log_dir / f"{Path(name).name}.log")
         executed[name] = dst
+    bar.close()
+    (out_dir / f"timings-{profile}.json").write_text(json.dumps(
+        {Path(n).name: (round(t, 1) if t is not None else None) for n, t in seconds.items()}, indent=2))
+    if progress:
+        print(timing_table(seconds, profile))
     stage = stage_book(executed, out_dir / "staging", root)
     return build_html(stage, out_dir, strict=strict)
+
+
+def timing_table(seconds: dict[str, float | None], profile: str) -> str:
+    """A plain-text table of minutes per chapter (``None``: reused, not run) and the total."""
+    width = max(len(Path(n).name) for n in seconds) if seconds else 10
+    lines = [f"{'chapter':<{width}}  {profile + ' (min)':>10}"]
+    for name, t in seconds.items():
+        lines.append(f"{Path(name).name:<{width}}  {('reused' if t is None else f'{t / 60:.1f}'):>10}")
+    ran = [t for t in seconds.values() if t is not None]
+    lines.append(f"{'total':<{width}}  {sum(ran) / 60:>10.1f}")
+    return "\n".join(lines)

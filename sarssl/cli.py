@@ -76,11 +76,15 @@ def cmd_stats(args) -> int:
 
 
 def cmd_book(args) -> int:
-    from sarssl.book import build_book
+    from sarssl.book import ChapterError, build_book
     from sarssl.profiles import resolve_profile_name
 
-    html = build_book(profile=resolve_profile_name(args.profile), out_dir=args.out, strict=not args.no_strict,
-                      reuse_executed=args.reuse)
+    try:
+        html = build_book(profile=resolve_profile_name(args.profile), out_dir=args.out, strict=not args.no_strict,
+                          reuse_executed=args.reuse)
+    except ChapterError as err:
+        print(f"sarssl book: {err}", file=sys.stderr)
+        return 1
     print(f"book built: {html / 'index.html'}")
     return 0
 

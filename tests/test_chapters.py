@@ -6,6 +6,7 @@ The last test builds the whole book (strict: Sphinx warnings fail) from the note
 from __future__ import annotations
 
 import json
+import re
 
 import jupytext
 import papermill
@@ -84,4 +85,8 @@ def test_book_builds_strict(executed_dir, tmp_path):
     for name in executed:
         page = html / f"{name}.html"
         assert page.is_file(), f"{page} was not built"
-        assert "colab.research.google.com" in page.read_text(), f"{page.name} has no Colab launch button"
+        links = re.findall(r'href="(https://colab\.research\.google\.com/github/[^"]+)"', page.read_text())
+        assert links, f"{page.name} has no Colab launch button"
+        for link in links:  # the button opens <repo>/blob/<branch>/<path>: that path must be in the repository
+            path = link.split("/blob/", 1)[1].split("/", 1)[1]
+            assert (REPO_ROOT / path).is_file(), f"{page.name}: the Colab button points at {path}, which does not exist"

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import yaml
 
+from sarssl.claims import claims_from_notebook, claims_page
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CLAIMS_PAGE = "book/claims.md"  # generated into the staged book from the executed chapters
 
 
 def book_root(root: str | Path | None = None) -> Path:
@@ -104,8 +107,11 @@ def execute_chapter(notebook: str | Path, out_path: str | Path, profile: str = "
     return time.perf_counter() - start
 
 
-def stage_book(executed: dict[str, Path], stage_dir: str | Path, root: str | Path | None = None) -> Path:
+def stage_book(executed: dict[str, Path], stage_dir: str | Path, root: str | Path | None = None,
+               profile: str = "smoke") -> Path:
     """Copy the book's config and pages into ``stage_dir``, with executed notebooks in place of chapters.
+
+    The claims page (:data:`CLAIMS_PAGE`) is generated from the claims the executed chapters recorded.
 
     Args:
         executed: toc file (e.g. ``"book/chapters/02_data"``) -> executed ``.ipynb``.
@@ -130,7 +136,21 @@ def stage_book(executed: dict[str, Path], stage_dir: str | Path, root: str | Pat
     for name, nb in executed.items():
         (stage / name).parent.mkdir(parents=True, exist_ok=True)
         _write_without_injected_parameters(Path(nb), stage / f"{name}.ipynb")
+    claims = collect_claims(executed.values())
+    (stage / CLAIMS_PAGE).write_text(claims_page(claims, profile))
     return stage
+
+
+def collect_claims(notebooks) -> list[dict]:
+    """The claims recorded by the executed chapters, in reading order (ids unique)."""
+    claims, seen = [], {}
+    for nb in notebooks:
+        for c in claims_from_notebook(nb):
+            if c["id"] in seen:
+                raise ValueError(f"claim id {c['id']!r} recorded twice ({seen[c['id']]} and {nb})")
+            seen[c["id"]] = nb
+            claims.append(c)
+    return claims
 
 
 def _write_without_injected_parameters(src: Path, dst: Path) -> None:
@@ -169,7 +189,8 @@ def build_book(profile: str = "cpu", out_dir: str | Path = "_build", root: str |
     """Execute every chapter with ``profile`` and build the HTML book into ``<out_dir>/html``.
 
     Executed notebooks are kept in ``<out_dir>/executed/<profile>/``, each kernel's console output in
-    ``<out_dir>/logs/<profile>/``, and the seconds per chapter in ``<out_dir>/timings-<profile>.json``;
+    ``<out_dir>/logs/<profile>/``, the seconds per chapter in ``<out_dir>/timings-<profile>.json`` and the
+    chapters' recorded claims in ``<out_dir>/claims.json`` (also rendered as the book's claims page);
     with ``reuse_executed`` a chapter whose executed copy is newer than its source is not run again.
     One progress bar names the chapter running and the elapsed time; a table of times ends the run.
     """
@@ -193,9 +214,10 @@ def build_book(profile: str = "cpu", out_dir: str | Path = "_build", root: str |
     bar.close()
     (out_dir / f"timings-{profile}.json").write_text(json.dumps(
         {Path(n).name: (round(t, 1) if t is not None else None) for n, t in seconds.items()}, indent=2))
+    (out_dir / "claims.json").write_text(json.dumps(collect_claims(executed.values()), indent=2))
     if progress:
         print(timing_table(seconds, profile))
-    stage = stage_book(executed, out_dir / "staging", root)
+    stage = stage_book(executed, out_dir / "staging", root, profile=profile)
     return build_html(stage, out_dir, strict=strict)
 
 

@@ -23,6 +23,8 @@ from sarssl.claims import claims_from_notebook, claims_page
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_PAGE = "book/claims.md"  # generated into the staged book from the executed chapters
+TIMINGS_FILE = "book/timings.json"  # minutes per chapter and profile, refreshed by every `sarssl book`
+TIMINGS_MARKER = "<!-- chapter-times -->"  # where the intro shows them
 
 
 def book_root(root: str | Path | None = None) -> Path:
@@ -138,7 +140,41 @@ def stage_book(executed: dict[str, Path], stage_dir: str | Path, root: str | Pat
         _write_without_injected_parameters(Path(nb), stage / f"{name}.ipynb")
     claims = collect_claims(executed.values())
     (stage / CLAIMS_PAGE).write_text(claims_page(claims, profile))
+    intro = stage / f"{toc_files(root)[0]}.md"
+    if intro.is_file() and TIMINGS_MARKER in intro.read_text():
+        timings = json.loads((root / TIMINGS_FILE).read_text()) if (root / TIMINGS_FILE).is_file() else {}
+        intro.write_text(intro.read_text().replace(TIMINGS_MARKER, timings_markdown(timings)))
     return stage
+
+
+def record_timings(seconds: dict[str, float | None], profile: str, root: str | Path | None = None) -> dict:
+    """Merge this build's seconds per chapter into :data:`TIMINGS_FILE` (chapters reused keep their time)."""
+    path = book_root(root) / TIMINGS_FILE
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    entry = data.get(profile, {"chapters": {}})
+    for name, t in seconds.items():
+        if t is not None:
+            entry["chapters"][Path(name).name] = round(t / 60, 1)
+    entry.update(cores=os.cpu_count(), date=time.strftime("%Y-%m-%d"))
+    data[profile] = entry
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return data
+
+
+def timings_markdown(timings: dict) -> str:
+    """A markdown table: one row per chapter, one column per profile measured (minutes)."""
+    profiles = [p for p in ("smoke", "cpu", "gpu", "paper") if p in timings]
+    if not profiles:
+        return "*No build has recorded chapter times yet: `sarssl book` writes them.*"
+    chapters = sorted({c for p in profiles for c in timings[p]["chapters"]})
+    head = [f"`{p}` (min, {timings[p].get('cores', '?')} cores, {timings[p].get('date', '?')})" for p in profiles]
+    lines = ["| chapter | " + " | ".join(head) + " |", "|---" * (len(profiles) + 1) + "|"]
+    for c in chapters:
+        cells = [str(timings[p]["chapters"].get(c, "–")) for p in profiles]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    totals = [f"{sum(timings[p]['chapters'].values()):.1f}" for p in profiles]
+    lines.append("| **whole book** | " + " | ".join(totals) + " |")
+    return "\n".join(lines)
 
 
 def collect_claims(notebooks) -> list[dict]:
@@ -215,6 +251,7 @@ def build_book(profile: str = "cpu", out_dir: str | Path = "_build", root: str |
     (out_dir / f"timings-{profile}.json").write_text(json.dumps(
         {Path(n).name: (round(t, 1) if t is not None else None) for n, t in seconds.items()}, indent=2))
     (out_dir / "claims.json").write_text(json.dumps(collect_claims(executed.values()), indent=2))
+    record_timings(seconds, profile, root)
     if progress:
         print(timing_table(seconds, profile))
     stage = stage_book(executed, out_dir / "staging", root, profile=profile)

@@ -50,3 +50,17 @@ def test_timing_table_totals_what_ran():
     lines = table.splitlines()
     assert lines[1].split() == ["01_a", "2.0"] and lines[2].split() == ["02_b", "reused"]
     assert lines[-1].split() == ["total", "2.5"]
+
+
+def test_timings_are_merged_per_profile_and_rendered(tmp_path):
+    from sarssl.book import REPO_ROOT, record_timings, timings_markdown
+
+    for name in ("_config.yml", "_toc.yml"):
+        (tmp_path / name).write_text((REPO_ROOT / name).read_text())
+    (tmp_path / "book").mkdir()
+    record_timings({"book/chapters/01_a": 120.0, "book/chapters/02_b": 30.0}, "cpu", tmp_path)
+    data = record_timings({"book/chapters/01_a": 90.0, "book/chapters/02_b": None}, "cpu", tmp_path)
+    assert data["cpu"]["chapters"] == {"01_a": 1.5, "02_b": 0.5}  # the reused chapter keeps its time
+    table = timings_markdown(data)
+    assert "| 01_a | 1.5 |" in table and "| **whole book** | 2.0 |" in table
+    assert "No build" in timings_markdown({})

@@ -1,8 +1,10 @@
-"""Where chapters keep what they make: simulated regions, normalisation stats, runs and checkpoints.
+"""The book layer's memoised recipes: simulated regions and pretrained runs, made once and reused.
 
 Chapters can run on their own (on Colab, say) or in sequence: each one asks the workspace for the
 simulated region or the pretrained encoder it needs, and the workspace makes it once and reuses it.
-The root is ``$SARSSL_HOME`` when set, else ``~/.cache/sarssl``.
+The folders come from :mod:`sarssl.paths` (root ``$SARSSL_HOME`` when set, else ``~/.cache/sarssl``);
+this module sits on top of every other layer (it calls the simulator and the pretraining entry
+point), so library code never imports it.
 """
 
 from __future__ import annotations
@@ -12,20 +14,17 @@ import shutil
 import uuid
 from pathlib import Path
 
+from sarssl import paths
+from sarssl.paths import workspace_dir  # re-exported: a public name of this module
 from sarssl.profiles import Profile
 
-
-def workspace_dir() -> Path:
-    """The workspace root (``$SARSSL_HOME`` or ``~/.cache/sarssl``), created if needed."""
-    root = Path(os.environ.get("SARSSL_HOME", Path.home() / ".cache" / "sarssl")).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+__all__ = ["workspace_dir", "region_root", "simulated_region", "run_dir", "pretrained_run"]
 
 
 def region_root(profile: Profile, seed: int = 0) -> Path:
     """Folder that holds the simulated region(s) for ``profile`` and ``seed`` (one M3LEO root)."""
     d = profile.data
-    return workspace_dir() / "regions" / f"{profile.name}-n{d.n_chips}-s{d.chip_size}-seed{seed}"
+    return paths.region_dir(profile.name, d.n_chips, d.chip_size, seed)
 
 
 def simulated_region(profile: Profile, aoi: str = "sim-a", seed: int = 0, progress: bool = True) -> Path:
@@ -62,7 +61,7 @@ def simulated_region(profile: Profile, aoi: str = "sim-a", seed: int = 0, progre
 
 def run_dir(profile: Profile, name: str) -> Path:
     """Folder for a training run (``mae``, ``dino``, ``finetune/...``) of ``profile``."""
-    path = workspace_dir() / "runs" / profile.name / name
+    path = paths.run_path(profile.name, name)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

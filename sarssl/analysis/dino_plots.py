@@ -174,7 +174,7 @@ def dino_curves(metrics: pd.DataFrame | str | Path) -> pd.DataFrame:
 
 def dino_run_summary(metrics, out_dim: int, collapse_high: float = 0.95, collapse_low: float = 0.05) -> dict:
     """Final numbers of a run: loss, teacher entropy ratio and collapse status, k-NN accuracy and baseline."""
-    from sarssl.analysis.monitoring import collapse_status
+    from sarssl.models.collapse import collapse_status
 
     df = dino_curves(metrics)
     last = df.iloc[-1]

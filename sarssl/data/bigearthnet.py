@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from sarssl import paths
+
 __all__ = ["bigearthnet_s1_patches", "bigearthnet_s2_patches", "open_bigearthnet_s1", "open_bigearthnet_s2_rgb",
            "s2_patch_for"]
 
 
 def _default_dest() -> Path:
-    from sarssl.workspace import workspace_dir
-
-    return workspace_dir() / "bigearthnet"
+    return paths.bigearthnet_dir()
 
 
 def _unpack(archive_name: str, dest) -> list[Path]:
@@ -51,7 +51,7 @@ def _unpack(archive_name: str, dest) -> list[Path]:
 
 
 def bigearthnet_s1_patches(dest=None) -> list[Path]:
-    """Unpack the six S1 example patches (once) under ``dest`` (default ``~/.cache/sarssl/bigearthnet``); their folders."""
+    """Unpack the six S1 example patches (once) under ``dest`` (default :func:`sarssl.paths.bigearthnet_dir`); their folders."""
     return _unpack("BigEarthNet-S1-Example.tar.bz2", dest)
 
 

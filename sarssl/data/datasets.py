@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sarssl import paths
 from sarssl.data import cache as cache_mod
 from sarssl.data.layout import SPLITS, AOILayout, parse_splits
 from sarssl.data.m3leo import (
@@ -58,10 +59,8 @@ _MODIS_OK = torch.from_numpy(np.isfinite(_MODIS))
 
 
 def default_cache_root() -> Path:
-    """The sarssl workspace (``$SARSSL_HOME`` or ``~/.cache/sarssl``), see :mod:`sarssl.workspace`."""
-    from sarssl.workspace import workspace_dir
-
-    return workspace_dir()
+    """The sarssl workspace root (``$SARSSL_HOME`` or ``~/.cache/sarssl``), see :mod:`sarssl.paths`."""
+    return paths.workspace_dir()
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,8 +233,9 @@ class M3LEODataset(Dataset):
         limit_pct: percent of the (valid) selected chips kept, deterministic by ``seed``; nested.
         seed: seed of the label fraction and of the normalisation tile sample.
         normalization: ``"fit"`` (fit on ``norm_tiles`` train chips of ``aois``, cached as JSON under
-            ``cache_dir`` or ``default_cache_root()/norm`` and reused), a path to a JSON file (loaded
-            when it exists, else fitted and written there), a :class:`Normalization`, or ``None``.
+            :func:`sarssl.paths.norm_dir` (``cache_dir/norm``, else ``<workspace>/norm``) and reused), a
+            path to a JSON file (loaded when it exists, else fitted and written there), a
+            :class:`Normalization`, or ``None``.
         channels: input channel names (default ``INPUT_CHANNELS``).
         cache_dir: when given, chips are read from a packed cache under it, built on first use
             (all chips of each AOI, so train/val/test datasets share it).
@@ -381,7 +381,7 @@ class M3LEODataset(Dataset):
             norm = normalization
         elif isinstance(normalization, str) and normalization == "fit":
             key = self._norm_key(norm_tiles, seed)
-            folder = (self.cache_dir or default_cache_root()) / "norm"
+            folder = paths.norm_dir(self.cache_dir)
             self.norm_path = folder / f"norm_{norm_key_hash(key)}.json"
             norm = load_or_fit(self.norm_path, key, lambda: self.fit_normalization(norm_tiles, seed, progress))
         elif isinstance(normalization, (str, Path)):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from sarssl.analysis.monitoring import CollapseMonitor, teacher_entropy
+from sarssl.models.collapse import CollapseMonitor, teacher_entropy
 
 
 # ------------------------------------------------------------------------------------------------

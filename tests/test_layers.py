@@ -23,15 +23,16 @@ LAYERS = {
     "sarssl.profiles": 0,
     "sarssl.paths": 0,
     "sarssl.errors": 0,
+    "sarssl.evidence": 0,  # statistics only (numpy/scipy): intervals and the rule for "better"
     "sarssl.data": 1,
     "sarssl.preprocess": 1,
     "sarssl.models": 2,
     "sarssl.train": 3,
     "sarssl.analysis": 4,
     "sarssl.plots": 4,
-    "sarssl.evidence": 4,
     "sarssl.workspace": 5,
     "sarssl.book": 5,
+    "sarssl.claims": 5,
     "sarssl.cli": 5,
 }
 

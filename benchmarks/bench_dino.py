@@ -26,8 +26,8 @@ import warnings
 import torch
 
 from sarssl.models.dino import DINO, teacher_momentum, teacher_temperature
+from sarssl.models.task import param_groups_weight_decay
 from sarssl.train.engine import clip_gradients
-from sarssl.train.optim import param_groups_weight_decay
 
 
 def make_backbone(name, patch, img, drop_path=0.1):

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from sarssl.models.task import TrainTask, param_groups_weight_decay
 from sarssl.train.checkpoint import load_checkpoint
 from sarssl.train.engine import (
     EpochSampler, NonFiniteLossError, StepInfo, TrainConfig, Trainer, clip_gradients, resolve_precision,
 )
-from sarssl.train.optim import param_groups_weight_decay
 from sarssl.train.schedules import cosine_value, warmup_cosine
 
 
@@ -33,15 +33,15 @@ class ToyData(Dataset):
         return {"x": self.x[i] + 0.01 * torch.randn(6), "y": self.y[i]}
 
 
-class ToyTask(nn.Module):
+class ToyTask(TrainTask):
     """Linear model with dropout (global RNG), a buffer EMA, and every hook recorded."""
 
-    def __init__(self, fail_at=None, nan_at=None):
+    def __init__(self, fail_at=None, nan_at=None, epoch_scalars=False):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.Dropout(0.2), nn.Linear(16, 1))
         self.pos_embed = nn.Parameter(torch.zeros(1, 3, 16))
         self.register_buffer("ema", torch.zeros(()))
-        self.fail_at, self.nan_at = fail_at, nan_at
+        self.fail_at, self.nan_at, self.epoch_scalars = fail_at, nan_at, epoch_scalars
         self.calls = []
         self.counter = 0  # non-buffer state that must resume
 
@@ -50,6 +50,10 @@ class ToyTask(nn.Module):
         if self.nan_at is not None and info.step >= self.nan_at:
             loss = loss * float("nan")
         return {"loss": loss, "progress": torch.tensor(info.progress)}
+
+    def param_groups(self, weight_decay):
+        self.calls.append(("param_groups", None))
+        return super().param_groups(weight_decay)
 
     def on_before_optimizer_step(self, info):
         self.calls.append(("before", info.step))
@@ -62,13 +66,19 @@ class ToyTask(nn.Module):
         with torch.no_grad():
             self.ema.mul_(0.9).add_(0.1 * self.net[0].weight.mean())
 
+    def on_epoch_end(self, info):
+        self.calls.append(("epoch_end", info.step))
+        return {"epoch_counter": float(self.counter)} if self.epoch_scalars else None
+
     def extra_state(self):
+        self.calls.append(("extra_state", None))
         return {"counter": self.counter}
 
     def load_extra_state(self, state):
         self.counter = state["counter"]
 
     def export_encoder(self):
+        self.calls.append(("export", None))
         return self.net[0].state_dict()
 
 
@@ -217,3 +227,69 @@ def test_bf16_autocast_on_cpu_runs(tmp_path):
     tr = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, epochs=1, precision="bf16", grad_accum_steps=1, max_steps=2))
     row = tr.fit()
     assert row["step"] == 2 and math.isfinite(row["loss"])
+
+
+def test_hooks_called_in_order(tmp_path):
+    task = ToyTask(epoch_scalars=True)
+    tr = Trainer(task, ToyData(n=16), _cfg(tmp_path, epochs=2, grad_accum_steps=1, checkpoint_every=3, log_every=2))
+    tr.fit()
+    # 16 samples / 4 per batch: 4 steps per epoch, 8 in all; checkpoints after steps 3, 6 and 8
+    expected = [("param_groups", None)]
+    for step in range(8):
+        expected += [("before", step), ("after", step)]
+        if step + 1 in (4, 8):
+            expected.append(("epoch_end", step))
+        if step + 1 in (3, 6, 8):
+            expected += [("extra_state", None), ("export", None)]
+    assert task.calls == expected
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [2, 3, 4, 6, 8]
+    assert float(rows[2]["epoch_counter"]) == 4.0  # on_epoch_end scalars join that step's row
+
+
+def test_monitored_metric_last_and_best(tmp_path):
+    tr = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, epochs=2, grad_accum_steps=1, checkpoint_every=0))
+    tr.fit()
+    losses = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))]
+    m = tr.monitored
+    assert (m["metric"], m["mode"]) == ("loss", "min")
+    assert m["last"] == losses[-1] and m["best"] == min(losses) and m["best_step"] == 1 + losses.index(min(losses))
+    # kept in the checkpoint: a finished run resumed with nothing left to do still knows them
+    again = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, epochs=2, grad_accum_steps=1, checkpoint_every=0))
+    again.fit()
+    assert again.monitored == m
+
+    class MaxTask(ToyTask):
+        monitor, mode = "progress", "max"
+
+    tr = Trainer(MaxTask(), ToyData(), _cfg(tmp_path / "max", epochs=1, grad_accum_steps=1))
+    tr.fit()
+    assert tr.monitored["best"] == tr.monitored["last"] == pytest.approx(0.9) and tr.monitored["best_step"] == 10
+
+
+def test_monitor_and_mode_are_validated():
+    with pytest.raises(ValueError, match="Bad.mode must be one of"):
+        type("Bad", (TrainTask,), {"mode": "lowest"})
+    with pytest.raises(ValueError, match="Nameless.monitor"):
+        type("Nameless", (TrainTask,), {"monitor": ""})
+    task = ToyTask()
+    task.mode = "down"  # set per instance (as FinetuneTask does): checked when the Trainer takes it
+    with pytest.raises(ValueError, match="ToyTask.mode"):
+        Trainer(task, ToyData(), TrainConfig(device="cpu", progress=False))
+
+
+def test_trainer_requires_a_train_task():
+    class Plain(nn.Module):
+        def training_step(self, batch, info):
+            return {"loss": torch.zeros(())}
+
+    with pytest.raises(TypeError, match="Plain.*TrainTask"):
+        Trainer(Plain(), ToyData(), TrainConfig(device="cpu", progress=False))
+
+    class NoStep(TrainTask):
+        pass
+
+    with pytest.raises(TypeError, match="NoStep does not implement training_step"):
+        Trainer(NoStep(), ToyData(), TrainConfig(device="cpu", progress=False))
+    with pytest.raises(NotImplementedError, match="NoStep must implement training_step"):
+        NoStep().training_step({}, None)

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from sarssl.models.collapse import CollapseMonitor, teacher_entropy
+from sarssl.models.task import TrainTask, param_groups_weight_decay
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,14 +223,16 @@ class DINOLoss(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # the task
 # ------------------------------------------------------------------------------------------------
-class DINO(nn.Module):
-    """DINO student/teacher task for :mod:`sarssl.train.engine`.
+class DINO(TrainTask):
+    """DINO student/teacher task (see :mod:`sarssl.models.task`).
 
     ``backbone``: a timm ``VisionTransformer`` with ``num_classes=0`` (its output is the CLS
     feature); it becomes the student's backbone, and a deep copy without drop-path, frozen, is the
     teacher's. Batches are dicts with ``"crops"``: a list of ``n_global + n_local`` tensors
     (B, 12, S, S), globals first (see :class:`sarssl.data.multicrop.MultiCropDataset`).
     """
+
+    monitor, mode = "loss", "min"  # cross-entropy of student to centred, sharpened teacher
 
     def __init__(self, backbone: nn.Module, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
                  n_global: int = 2, student_temp: float = 0.1, warmup_teacher_temp: float = 0.04,
@@ -254,7 +257,7 @@ class DINO(nn.Module):
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
         self.momentum_teacher = momentum_teacher
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
-        self.monitor = CollapseMonitor(out_dim, high=collapse_high, low=collapse_low)
+        self.collapse_monitor = CollapseMonitor(out_dim, high=collapse_high, low=collapse_low)
         self.monitor_every = max(int(monitor_every), 1)
         self.collapse_high, self.collapse_low = collapse_high, collapse_low
         self._momentum = momentum_teacher
@@ -304,7 +307,7 @@ class DINO(nn.Module):
             ln_k = math.log(self.loss_fn.out_dim)
             collapse = (ent >= self.collapse_high * ln_k).float() + 2.0 * (ent <= self.collapse_low * ln_k).float()
         if int(step_info.step) % self.monitor_every == 0 and getattr(step_info, "micro_step", 0) == 0:
-            self.monitor.update(float(ent), step=int(step_info.step))
+            self.collapse_monitor.update(float(ent), step=int(step_info.step))
         dev = loss.device
         return {
             "loss": loss,
@@ -318,8 +321,6 @@ class DINO(nn.Module):
     # -------------------------------------------------------------------- engine hooks
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Student parameters only: weight matrices regularised, biases/norms/tokens not."""
-        from sarssl.train.optim import param_groups_weight_decay
-
         return param_groups_weight_decay(self.student, weight_decay)
 
     def on_before_optimizer_step(self, step_info) -> None:
@@ -366,13 +367,13 @@ class DINO(nn.Module):
     def extra_state(self) -> dict:
         epochs = [getattr(ds, "epoch", 0) for ds in self._epoch_datasets]
         return {"data_epoch": epochs[0] if epochs else None, "momentum": self._momentum,
-                "monitor_warned": sorted(self.monitor.warned)}
+                "monitor_warned": sorted(self.collapse_monitor.warned)}
 
     def load_extra_state(self, state: dict) -> None:
         if state.get("data_epoch") is not None:
             self._set_data_epoch(int(state["data_epoch"]))
         self._momentum = float(state.get("momentum", self._momentum))
-        self.monitor.warned = set(state.get("monitor_warned", ()))
+        self.collapse_monitor.warned = set(state.get("monitor_warned", ()))
 
     def encoder_spec(self) -> dict | None:
         """``timm.create_model`` keyword arguments of the encoder (``encoder.json``), when known."""

@@ -25,6 +25,7 @@ from torch import nn
 from timm.models.vision_transformer import Block, VisionTransformer
 
 from sarssl.models.pos_embed import sincos_2d
+from sarssl.models.task import TrainTask
 from sarssl.models.vit import EncoderSpec, count_flops, set_fused_attn
 
 NORM_PIX_MODES = ("patch", "channel")
@@ -343,12 +344,14 @@ class MaskNoiseDataset(torch.utils.data.Dataset):
         return getattr(self.base, name)
 
 
-class MAEPretrainTask(nn.Module):
-    """Engine task (see :mod:`sarssl.train.engine`): MAE loss on ``batch["s1"]`` with ``batch["s1_valid"]``.
+class MAEPretrainTask(TrainTask):
+    """Engine task (see :mod:`sarssl.models.task`): MAE loss on ``batch["s1"]`` with ``batch["s1_valid"]``.
 
     When the batch carries ``batch["mask_noise"]`` (B, L) (see :class:`MaskNoiseDataset`) the masks
     come from it; otherwise from the global torch RNG.
     """
+
+    monitor, mode = "loss", "min"  # masked-patch reconstruction error
 
     def __init__(self, mae: MAE, spec: EncoderSpec | None = None, input_key: str = "s1", valid_key: str = "s1_valid",
                  noise_key: str = "mask_noise"):

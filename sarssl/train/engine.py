@@ -2,16 +2,17 @@
 
 Contract
 --------
-A **task** is an ``nn.Module`` with one required method::
+The engine trains a :class:`sarssl.models.task.TrainTask` (anything else is a ``TypeError``): an
+``nn.Module`` with one required method::
 
     training_step(batch: dict, step_info: StepInfo) -> dict[str, Tensor]
 
 It returns at least ``"loss"`` (a scalar tensor; the engine divides it by ``grad_accum_steps`` and
 back-propagates it); every other 0-d entry is averaged over the logging window and written to
-``metrics.csv`` and TensorBoard. Optional hooks, all looked up with ``getattr``:
+``metrics.csv`` and TensorBoard. The task's named hooks (no-ops by default) are called directly:
 
 ``param_groups(weight_decay) -> list[dict]``
-    optimiser groups (default :func:`sarssl.train.optim.param_groups_weight_decay`: no decay on
+    optimiser groups (default :func:`sarssl.models.task.param_groups_weight_decay`: no decay on
     biases, 1-D parameters, position embeddings and tokens). A group may carry ``wd_scale`` (0 or 1,
     multiplies the scheduled weight decay) and ``lr_scale`` (multiplies the scheduled lr).
 ``on_before_optimizer_step(step_info)``
@@ -21,14 +22,23 @@ back-propagates it); every other 0-d entry is averaged over the logging window a
     after the step (DINO's EMA teacher update, using ``step_info.step``/``progress``).
 ``on_epoch_end(step_info) -> dict | None``
     after the last step of each epoch; returned scalars are logged (DINO's k-NN accuracy).
-``extra_state() -> dict`` / ``load_extra_state(dict)``
+``extra_state() -> dict | None`` / ``load_extra_state(dict)``
     non-parameter, non-buffer state that must survive a resume (buffers are in the state dict).
-``export_encoder() -> dict`` and ``encoder_spec() -> dict``
+``export_encoder() -> dict | None`` and ``encoder_spec() -> dict | None``
     timm-named encoder state dict saved as ``encoder.pth`` next to every checkpoint, and the
     ``timm.create_model`` keyword arguments (``name``, ``in_chans``, ``img_size``, ``patch_size``)
     saved as ``encoder.json``.
 ``compile_for_training()``
     called when ``TrainConfig.compile`` is set (default: ``.compile()`` on each child module).
+
+The task's ``monitor`` (a logged key, e.g. ``"loss"``) and ``mode`` (``"min"``/``"max"``) declare the
+metric the run is judged by; the engine keeps its last and best logged values in
+:attr:`Trainer.monitored` (saved in the checkpoint, so they survive a resume).
+
+The loop reads top to bottom (:meth:`Trainer.fit`): ``_setup`` (loader, optimiser, resume or seed,
+logger, compile, DDP), then per epoch ``_train_epoch``: per step ``_optimizer_step`` (scheduled lr/wd;
+per micro-batch ``_forward_backward``; unscale, clip, ``on_before_optimizer_step``, step,
+``on_after_optimizer_step``), then ``_log_row`` at log steps and ``save_checkpoint`` when due.
 
 :class:`StepInfo` carries the position and the schedules of the optimiser step being computed:
 ``step`` (0-based), ``epoch``, ``total_steps``, ``steps_per_epoch``, ``lr``, ``wd``, ``progress``
@@ -61,7 +71,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -74,7 +84,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from sarssl.train.checkpoint import (
     CHECKPOINT_NAME, atomic_save, load_checkpoint, rng_state, save_encoder, seed_everything, set_rng_state,
 )
-from sarssl.train.optim import normalise_groups, param_groups_weight_decay
+from sarssl.models.task import TrainTask
+from sarssl.train.optim import normalise_groups
 from sarssl.train.schedules import cosine_value, warmup_cosine
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -135,15 +146,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.betas = tuple(self.betas)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        """Build from a dict, rejecting unknown keys with the list of valid ones."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid: {sorted(names)}")
-        return cls(**values)
-
 
 @dataclass
 class StepInfo:
@@ -169,10 +171,6 @@ class StepInfo:
     def epoch_float(self) -> float:
         """Epochs done before this step, fractional."""
         return self.step / max(self.steps_per_epoch, 1)
-
-    @property
-    def is_first_epoch(self) -> bool:
-        return self.epoch == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +309,7 @@ def init_distributed(device: torch.device) -> tuple[int, int, bool]:
 class _StepModule(nn.Module):
     """Routes ``forward`` to ``task.training_step`` so DDP sees the call that builds the graph."""
 
-    def __init__(self, task: nn.Module):
+    def __init__(self, task: TrainTask):
         super().__init__()
         self.task = task
 
@@ -388,22 +386,51 @@ class MetricsLogger:
 # --------------------------------------------------------------------------------------------
 # Trainer
 # --------------------------------------------------------------------------------------------
+class _LogWindow:
+    """Sums of the 0-d step outputs since the last logged row, with the images seen and the start time."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count, self.n_images, self.t0 = 0, 0, time.perf_counter()
+
+    def add(self, out: dict) -> None:
+        """Accumulate one micro-batch's outputs (on the device: no host sync)."""
+        for k, v in out.items():
+            if torch.is_tensor(v) and v.numel() == 1:
+                v = v.detach().float().reshape(())
+                self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: (v / self.count).item() for k, v in self.sums.items()}
+
+
 class Trainer:
     """Fit ``task`` on ``data`` with ``config``; see the module docstring for the contract.
 
     Args:
-        task: ``nn.Module`` with ``training_step(batch, step_info) -> {"loss": ...}``.
+        task: a :class:`~sarssl.models.task.TrainTask` (``training_step(batch, step_info) -> {"loss": ...}``).
         data: map-style ``Dataset`` or ``loader_factory(sampler, batch_size) -> iterable``.
         config: :class:`TrainConfig`.
         collate_fn: batch collation for a ``Dataset`` (default ``torch`` collate).
         batch_transform: applied to each batch once it is on the device (e.g. decoding compact
             records on the GPU, ``M3LEODataset.decode_batch``).
+
+    After :meth:`fit`, :attr:`monitored` holds the task's monitored metric: ``{"metric", "mode",
+    "last", "best", "best_step"}`` (``None`` values while no logged row carried the metric).
     """
 
-    def __init__(self, task: nn.Module, data: Dataset | Callable, config: TrainConfig,
+    def __init__(self, task: TrainTask, data: Dataset | Callable, config: TrainConfig,
                  collate_fn: Callable | None = None, batch_transform: Callable | None = None):
-        if not callable(getattr(task, "training_step", None)):
-            raise TypeError(f"{type(task).__name__} has no training_step(batch, step_info) method")
+        if not isinstance(task, TrainTask):
+            raise TypeError(f"Trainer trains a sarssl.models.task.TrainTask, got {type(task).__name__}: "
+                            "subclass TrainTask and implement training_step(batch, step_info)")
+        if type(task).training_step is TrainTask.training_step and "training_step" not in vars(task):
+            raise TypeError(f"{type(task).__name__} does not implement training_step(batch, step_info)")
+        task.check_monitor()
         self.task, self.data, self.config, self.collate_fn = task, data, config, collate_fn
         self.batch_transform = batch_transform
         self.device = resolve_device(config.device)
@@ -415,8 +442,175 @@ class Trainer:
         self.step = 0
         self.last_checkpoint: Path | None = None
         self.logger: MetricsLogger | None = None
+        self.monitored: dict = {"metric": task.monitor, "mode": task.mode, "last": None, "best": None,
+                                "best_step": None}
 
-    # -- setup ----------------------------------------------------------------------------
+    # -- the loop, top to bottom ----------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to the end (or ``max_steps``); returns the last logged metrics row."""
+        self._setup()
+        last_row: dict = self.logger.history[-1] if self.logger.history else {}
+        if self.step >= self.stop_at:
+            self.logger.close()
+            return last_row
+
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.stop_at, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                         disable=not (self.config.progress and self.is_main))
+        try:
+            while self.step < self.stop_at:
+                last_row = self._train_epoch() or last_row
+        finally:
+            self._bar.close()
+            self.logger.close()
+        return last_row
+
+    def _setup(self) -> None:
+        """Loader, optimiser, resume (or seed), output folder, logger, compile, DDP wrapper, in this order."""
+        cfg = self.config
+        self._build_loader()
+        self.task.to(self.device)
+        self._build_optimizer()
+        resumed = self._resume_or_seed()
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if self.out_dir is not None and self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.logger = MetricsLogger(self.out_dir if self.is_main else None, cfg.tensorboard,
+                                    resume_step=self.step if resumed else None)
+        if cfg.compile:
+            self.task.compile_for_training()
+        self.step_module = self._wrap_for_ddp()
+        self.task.train()
+        self.stop_at = self.total_steps if cfg.max_steps is None else min(cfg.max_steps, self.total_steps)
+        self._window = _LogWindow()
+        #: first optimiser step with a non-finite loss (-1: none); a device tensor, read only when checked
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+
+    def _train_epoch(self) -> dict | None:
+        """Optimiser steps from ``self.step`` to the end of its epoch (or ``stop_at``); the last row logged."""
+        cfg = self.config
+        epoch = self.step // self.steps_per_epoch
+        batches = iter(self._epoch_batches(epoch, (self.step % self.steps_per_epoch) * cfg.grad_accum_steps))
+        last_row = None
+        while self.step < self.stop_at and self.step // self.steps_per_epoch == epoch:
+            info = self.step_info(self.step)
+            grad_norm = self._optimizer_step(batches, info)
+            self.step += 1
+            self._bar.update(1)
+            end_of_epoch = self.step % self.steps_per_epoch == 0
+            checkpoint_due = self._checkpoint_due()
+            if checkpoint_due or end_of_epoch or self.step % max(cfg.log_every, 1) == 0:
+                self._raise_if_non_finite()
+                last_row = self._log_row(info, grad_norm, end_of_epoch)
+            if checkpoint_due:
+                self.save_checkpoint()
+                self._last_ckpt_step = self.step
+        return last_row
+
+    def _optimizer_step(self, batches: Iterator, info: StepInfo) -> torch.Tensor | None:
+        """Scheduled lr/wd, the micro-batches, unscale, clip, hooks, step; returns the norm before clipping."""
+        cfg = self.config
+        for g in self.optimizer.param_groups:
+            g["lr"] = info.lr * g.get("lr_scale", 1.0)
+            g["weight_decay"] = info.wd * g.get("wd_scale", 1.0)
+        for micro in range(cfg.grad_accum_steps):
+            self._forward_backward(self._next_batch(batches, info), info, micro)
+        if self.device.type == "cpu":  # free on CPU; on CUDA only at log/checkpoint steps (a host sync)
+            self._raise_if_non_finite()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = None
+        if cfg.clip_grad is not None:
+            grad_norm = clip_gradients(self.params, cfg.clip_grad, cfg.clip_mode)
+        self.task.on_before_optimizer_step(info)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.task.on_after_optimizer_step(info)
+        return grad_norm
+
+    def _next_batch(self, batches: Iterator, info: StepInfo):
+        try:
+            return next(batches)
+        except StopIteration:
+            raise RuntimeError(
+                f"the data ran out at epoch {info.epoch}, step {self.step}: the loader gave fewer "
+                f"batches than {self.steps_per_epoch * self.config.grad_accum_steps} expected") from None
+
+    def _forward_backward(self, batch, info: StepInfo, micro: int) -> None:
+        """One micro-batch: to the device, ``training_step`` under autocast, scaled backward, window sums."""
+        accum = self.config.grad_accum_steps
+        self._window.n_images += batch_size_of(batch)
+        batch = move_to_device(batch, self.device)
+        if self.batch_transform is not None:
+            batch = self.batch_transform(batch)
+        info.micro_step = micro
+        sync = (micro == accum - 1) or self.world_size == 1  # DDP all-reduces on the last micro-batch only
+        with contextlib.nullcontext() if sync else self.step_module.no_sync():
+            with self._autocast():
+                out = self.step_module(batch, info)
+            if not isinstance(out, dict) or "loss" not in out:
+                raise TypeError(f"{type(self.task).__name__}.training_step must return a dict with a 'loss' entry")
+            loss = out["loss"]
+            self.scaler.scale(loss.float() / accum).backward()
+        finite = torch.isfinite(loss.detach())
+        self._bad_step = torch.where((~finite) & (self._bad_step < 0),
+                                     torch.full_like(self._bad_step, self.step), self._bad_step)
+        self._window.add(out)
+
+    def _checkpoint_due(self) -> bool:
+        """After ``self.step`` steps: every ``checkpoint_every`` steps and at the stop."""
+        every = self.config.checkpoint_every
+        return bool(every and self.step % every == 0) or self.step == self.stop_at
+
+    def _log_row(self, info: StepInfo, grad_norm: torch.Tensor | None, end_of_epoch: bool) -> dict:
+        """Log the window's means with lr, wd, grad norm, throughput (and epoch-end scalars); start a new window."""
+        window = self._window
+        elapsed = time.perf_counter() - window.t0
+        row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "lr": info.lr, "wd": info.wd}
+        row.update(window.means())
+        if grad_norm is not None:
+            row["grad_norm"] = float(grad_norm)
+        row["images_per_s"] = window.n_images * self.world_size / max(elapsed, 1e-9)
+        if end_of_epoch:
+            extra = self.task.on_epoch_end(info) or {}
+            row.update({k: float(v) for k, v in extra.items()})
+        self.logger.log(row)
+        self._record_monitor(row)
+        self._bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", lr=f"{info.lr:.2e}")
+        window.reset()
+        return row
+
+    def _record_monitor(self, row: dict) -> None:
+        """Keep the last and the best (by the task's ``mode``) value of the monitored metric."""
+        m = self.monitored
+        if m["metric"] not in row:
+            return
+        value = float(row[m["metric"]])
+        m["last"] = value
+        better = m["best"] is None or (value < m["best"] if m["mode"] == "min" else value > m["best"])
+        if math.isfinite(value) and better:
+            m["best"], m["best_step"] = value, self.step
+
+    def _raise_if_non_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if any loss so far was NaN/inf (reads the device flag)."""
+        bad = int(self._bad_step.item())
+        if bad < 0:
+            return
+        where = (f"the last good checkpoint is {self.last_checkpoint} (step {self._last_ckpt_step})"
+                 if self.last_checkpoint else "no checkpoint was written yet")
+        raise NonFiniteLossError(
+            f"non-finite loss at optimiser step {bad} (epoch {bad // self.steps_per_epoch}); {where}. "
+            "Lower the learning rate, enable clip_grad, or use precision='fp32'.")
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    # -- setup pieces ---------------------------------------------------------------------
     def _build_loader(self):
         cfg = self.config
         if isinstance(self.data, Dataset) or hasattr(self.data, "__getitem__"):
@@ -464,14 +658,32 @@ class Trainer:
 
     def _build_optimizer(self):
         cfg = self.config
-        hook = getattr(self.task, "param_groups", None)
-        groups = hook(cfg.weight_decay) if callable(hook) else param_groups_weight_decay(self.task, cfg.weight_decay)
-        groups = normalise_groups(groups, cfg.weight_decay)
+        groups = normalise_groups(self.task.param_groups(cfg.weight_decay), cfg.weight_decay)
         self.params = [p for g in groups for p in g["params"]]
         kwargs = dict(lr=self.peak_lr, betas=cfg.betas, eps=cfg.eps)
         if self.device.type == "cuda":
             kwargs["fused"] = True
         self.optimizer = torch.optim.AdamW(groups, **kwargs)
+
+    def _resume_or_seed(self) -> bool:
+        """Load ``checkpoint.pt`` when resuming (returns True), else seed every generator from ``seed`` and rank."""
+        self._last_ckpt_step = None
+        if self.checkpoint_path is not None and self.config.resume and self.checkpoint_path.exists():
+            self.load_checkpoint(self.checkpoint_path)
+            self._last_ckpt_step = self.step
+            return True
+        seed_everything(self.config.seed + 1000 * self.rank)
+        return False
+
+    def _wrap_for_ddp(self) -> nn.Module:
+        """The module whose ``forward`` is ``task.training_step``; DDP-wrapped when ``world_size > 1``."""
+        step_module: nn.Module = _StepModule(self.task)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            step_module = DDP(step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                              find_unused_parameters=self.config.find_unused_parameters)
+        return step_module
 
     def schedule(self, step: int) -> tuple[float, float]:
         """(lr, weight decay) at optimiser step ``step``."""
@@ -493,7 +705,6 @@ class Trainer:
         return self.out_dir / CHECKPOINT_NAME if self.out_dir else None
 
     def state_dict(self) -> dict:
-        extra = getattr(self.task, "extra_state", None)
         return {
             "format": "sarssl-train-1",
             "task": self.task.state_dict(),
@@ -505,9 +716,10 @@ class Trainer:
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,
             "rng": rng_state(),
-            "extra": extra() if callable(extra) else None,
+            "extra": self.task.extra_state(),
             "config": asdict(self.config),
             "world_size": self.world_size,
+            "monitored": dict(self.monitored),
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -516,10 +728,9 @@ class Trainer:
             return None
         if self.is_main:
             atomic_save(self.state_dict(), self.checkpoint_path)
-            export = getattr(self.task, "export_encoder", None)
-            if callable(export):
-                spec = getattr(self.task, "encoder_spec", None)
-                save_encoder(export(), self.out_dir, spec() if callable(spec) else None)
+            encoder = self.task.export_encoder()
+            if encoder is not None:
+                save_encoder(encoder, self.out_dir, self.task.encoder_spec())
         if self.world_size > 1:
             dist.barrier()
         self.last_checkpoint = self.checkpoint_path
@@ -535,166 +746,17 @@ class Trainer:
         self.task.load_state_dict(ckpt["task"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        load_extra = getattr(self.task, "load_extra_state", None)
-        if ckpt.get("extra") is not None and callable(load_extra):
-            load_extra(ckpt["extra"])
+        if ckpt.get("extra") is not None:
+            self.task.load_extra_state(ckpt["extra"])
+        saved = ckpt.get("monitored") or {}
+        if (saved.get("metric"), saved.get("mode")) == (self.monitored["metric"], self.monitored["mode"]):
+            self.monitored.update({k: saved.get(k) for k in ("last", "best", "best_step")})
         self.step = int(ckpt["step"])
         if self.world_size == 1:
             set_rng_state(ckpt["rng"])
         else:  # per-rank streams differ; re-derive them from seed, rank and step
             seed_everything(self.config.seed + 1000 * self.rank + self.step)
         self.last_checkpoint = path
-
-    # -- loop -----------------------------------------------------------------------------
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
-    def _stop_non_finite(self, step: int, metrics: dict | None = None):
-        where = (f"the last good checkpoint is {self.last_checkpoint} (step {self._last_ckpt_step})"
-                 if self.last_checkpoint else "no checkpoint was written yet")
-        raise NonFiniteLossError(
-            f"non-finite loss at optimiser step {step} (epoch {step // self.steps_per_epoch}); {where}. "
-            "Lower the learning rate, enable clip_grad, or use precision='fp32'.")
-
-    def fit(self) -> dict:
-        """Train to the end (or ``max_steps``); returns the last logged metrics row."""
-        cfg = self.config
-        self._build_loader()
-        self.task.to(self.device)
-        self._build_optimizer()
-        self._last_ckpt_step = None
-        resumed = False
-        if self.checkpoint_path is not None and cfg.resume and self.checkpoint_path.exists():
-            self.load_checkpoint(self.checkpoint_path)
-            self._last_ckpt_step = self.step
-            resumed = True
-        else:
-            seed_everything(cfg.seed + 1000 * self.rank)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        if self.out_dir is not None and self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.logger = MetricsLogger(self.out_dir if self.is_main else None, cfg.tensorboard,
-                                    resume_step=self.step if resumed else None)
-        if cfg.compile:
-            hook = getattr(self.task, "compile_for_training", None)
-            if callable(hook):
-                hook()
-            else:
-                for child in self.task.children():
-                    child.compile()
-        step_module: nn.Module = _StepModule(self.task)
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            step_module = DDP(step_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                              find_unused_parameters=cfg.find_unused_parameters)
-        self.task.train()
-        stop_at = self.total_steps if cfg.max_steps is None else min(cfg.max_steps, self.total_steps)
-        last_row: dict = self.logger.history[-1] if self.logger.history else {}
-        if self.step >= stop_at:
-            self.logger.close()
-            return last_row
-
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=stop_at, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not (cfg.progress and self.is_main))
-        sums: dict[str, torch.Tensor] = {}
-        count, n_images, t0 = 0, 0, time.perf_counter()
-        bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
-        accum = cfg.grad_accum_steps
-        try:
-            while self.step < stop_at:
-                epoch = self.step // self.steps_per_epoch
-                skip_micro = (self.step % self.steps_per_epoch) * accum
-                it = iter(self._epoch_batches(epoch, skip_micro))
-                while self.step < stop_at and self.step // self.steps_per_epoch == epoch:
-                    info = self.step_info(self.step)
-                    for g in self.optimizer.param_groups:
-                        g["lr"] = info.lr * g.get("lr_scale", 1.0)
-                        g["weight_decay"] = info.wd * g.get("wd_scale", 1.0)
-                    for micro in range(accum):
-                        try:
-                            batch = next(it)
-                        except StopIteration:
-                            raise RuntimeError(
-                                f"the data ran out at epoch {epoch}, step {self.step}: the loader gave fewer "
-                                f"batches than {self.steps_per_epoch * accum} expected") from None
-                        n_images += batch_size_of(batch)
-                        batch = move_to_device(batch, self.device)
-                        if self.batch_transform is not None:
-                            batch = self.batch_transform(batch)
-                        info.micro_step = micro
-                        sync = (micro == accum - 1) or self.world_size == 1
-                        ctx = contextlib.nullcontext() if sync else step_module.no_sync()
-                        with ctx:
-                            with self._autocast():
-                                out = step_module(batch, info)
-                            if not isinstance(out, dict) or "loss" not in out:
-                                raise TypeError(f"{type(self.task).__name__}.training_step must return a dict "
-                                                "with a 'loss' entry")
-                            loss = out["loss"]
-                            self.scaler.scale(loss.float() / accum).backward()
-                        finite = torch.isfinite(loss.detach())
-                        bad_step = torch.where((~finite) & (bad_step < 0),
-                                               torch.full_like(bad_step, self.step), bad_step)
-                        for k, v in out.items():
-                            if torch.is_tensor(v) and v.numel() == 1:
-                                v = v.detach().float().reshape(())
-                                sums[k] = sums[k] + v if k in sums else v
-                        count += 1
-                    if self.device.type == "cpu" and bad_step.item() >= 0:
-                        self._stop_non_finite(int(bad_step.item()))
-                    self.scaler.unscale_(self.optimizer)
-                    grad_norm = None
-                    if cfg.clip_grad is not None:
-                        grad_norm = clip_gradients(self.params, cfg.clip_grad, cfg.clip_mode)
-                    hook = getattr(self.task, "on_before_optimizer_step", None)
-                    if callable(hook):
-                        hook(info)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    hook = getattr(self.task, "on_after_optimizer_step", None)
-                    if callable(hook):
-                        hook(info)
-                    self.step += 1
-                    bar.update(1)
-                    end_of_epoch = self.step % self.steps_per_epoch == 0
-                    want_ckpt = (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or \
-                        self.step == stop_at
-                    want_log = self.step % max(cfg.log_every, 1) == 0 or want_ckpt or end_of_epoch
-                    if want_log or want_ckpt:
-                        if bad_step.item() >= 0:
-                            self._stop_non_finite(int(bad_step.item()))
-                    if want_log:
-                        elapsed = time.perf_counter() - t0
-                        row = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
-                               "lr": info.lr, "wd": info.wd}
-                        row.update({k: (v / count).item() for k, v in sums.items()})
-                        if grad_norm is not None:
-                            row["grad_norm"] = float(grad_norm)
-                        row["images_per_s"] = n_images * self.world_size / max(elapsed, 1e-9)
-                        if end_of_epoch:
-                            epoch_hook = getattr(self.task, "on_epoch_end", None)
-                            if callable(epoch_hook):
-                                extra = epoch_hook(info) or {}
-                                row.update({k: float(v) for k, v in extra.items()})
-                        self.logger.log(row)
-                        last_row = row
-                        bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", lr=f"{info.lr:.2e}")
-                        sums, count, n_images, t0 = {}, 0, 0, time.perf_counter()
-                    if want_ckpt:
-                        self.save_checkpoint()
-                        self._last_ckpt_step = self.step
-        finally:
-            bar.close()
-            self.logger.close()
-        return last_row
 
     def close(self) -> None:
         """Destroy the process group if this trainer created it."""

@@ -36,6 +36,7 @@ from torch import nn
 
 from sarssl.data.products import IGNORE_INDEX, WORLDCOVER_NAMES
 from sarssl.models.heads import PixelRegressionHead, SegmentationHead, TileRegressionHead
+from sarssl.models.task import TrainTask, is_no_decay, param_groups_weight_decay
 from sarssl.train.metrics import ClassificationMeter, RegressionMeter, SegmentationMeter
 from sarssl.train.tasks import FROZEN_PROTOCOLS, PROTOCOLS, TARGETS, TargetSpec, get_target, products_for
 
@@ -116,8 +117,6 @@ def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float
     ``lr_scale = layer_decay ** (depth + 1 - l)``; decoder parameters get 1. Biases, 1-D parameters,
     tokens and position embeddings get no weight decay (``wd_scale = 0``).
     """
-    from sarssl.train.optim import is_no_decay
-
     encoder = getattr(model, encoder_attr)
     depth = len(encoder.blocks)
     prefix = encoder_attr + "."
@@ -141,7 +140,7 @@ def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float
     return [groups[k] for k in sorted(groups)]
 
 
-class FinetuneTask(nn.Module):
+class FinetuneTask(TrainTask):
     """Engine task: ``head`` (a module from :mod:`sarssl.models.heads`) trained on ``spec`` with ``protocol``.
 
     Batches are either raw samples (``s1`` + labels) or cached features (``{"feats": ..., "target",
@@ -156,6 +155,8 @@ class FinetuneTask(nn.Module):
                              f"{[p for p in PROTOCOLS if p != 'knn']}")
         self.head = head
         self.spec = get_target(spec)
+        # judged by the target's headline metric (from evaluate(); training rows log the loss)
+        self.monitor, self.mode = self.spec.primary, ("min" if self.spec.primary in ("rmse", "mae") else "max")
         self.protocol = protocol
         self.frozen = protocol in FROZEN_PROTOCOLS
         self.layer_decay = 1.0 if protocol == "scratch" else float(layer_decay)
@@ -191,8 +192,6 @@ class FinetuneTask(nn.Module):
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         if self.frozen:
-            from sarssl.train.optim import param_groups_weight_decay
-
             return [g for g in param_groups_weight_decay(self.head, weight_decay) if g["params"]]
         return layer_decay_groups(self.head, weight_decay, self.layer_decay)
 

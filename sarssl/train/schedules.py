@@ -28,9 +28,3 @@ def warmup_cosine(step: int, total_steps: int, base: float, final: float = 0.0,
     span = max(total_steps - 1 - warmup_steps, 1)
     return cosine_value(base, final, (step - warmup_steps) / span)
 
-
-def linear_warmup_then_constant(step: int, start: float, end: float, warmup_steps: int) -> float:
-    """Linear ramp from ``start`` to ``end`` over ``warmup_steps`` steps, then ``end`` (DINO teacher temperature)."""
-    if warmup_steps <= 0 or step >= warmup_steps:
-        return end
-    return start + (end - start) * step / warmup_steps

@@ -8,19 +8,26 @@
 ``sarssl sweep``     the label-efficiency sweep (resumable)
 ``sarssl data``      download real M3LEO regions (needs internet)
 
-A user error (missing folder, unknown product, bad number) prints one line and exits with status 2;
-``--debug`` shows the traceback instead.
+A user error (missing folder, unknown product, bad number: :class:`sarssl.errors.UserError`, and a
+missing or already existing path) prints one line and exits with status 2; ``--debug`` shows the traceback
+instead. Any other exception is unexpected: its traceback is printed, followed by a one-line hint.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
+from sarssl.errors import UserError
 from sarssl.profiles import PROFILE_NAMES
 
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, OSError)
+#: errors shown as one line (exit status 2): the project's user errors and paths the user gave that are
+#: missing, already there or of the wrong kind. Everything else keeps its traceback.
+USER_ERRORS = (UserError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+BUG_HINT = ("this is an unexpected error, not a usage error: unless it comes from the system (disk, memory, GPU), "
+            "it is a bug in sarssl; please report it with the traceback above")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,6 +70,7 @@ def cmd_simulate(args) -> int:
     layout = simulate_region(
         args.out_dir, aoi=args.aoi, n_chips=args.n_chips, chip_size=args.size,
         pixel_size=args.pixel_size, seed=args.seed, year=args.year, progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(f"wrote {args.n_chips} chips of {args.size}x{args.size} px to {layout.aoi_dir}")
     return 0
@@ -157,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aoi", default="sim-a", help="AOI name (default sim-a)")
     p.add_argument("--year", type=int, default=2020, help="product year (default 2020)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing AOI folder")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("stats", help="chip counts, splits and per-channel statistics of a region",
@@ -247,11 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if args.debug:
             raise
-        print(f"sarssl {args.command}: error: {err}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())  # always one line
+        print(f"sarssl {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sarssl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # noqa: BLE001 - unexpected: keep the traceback, add the hint
+        if args.debug:
+            raise
+        traceback.print_exc()
+        print(f"sarssl {args.command}: {BUG_HINT}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,7 @@ from sarssl.data.products import (
     WORLDCOVER_CODES, WORLDCOVER_NAMES, encode_modis_treecover, encode_s1, encode_worldcover,
 )
 from sarssl.data.scene import SCENE_CRS, simulate_scene  # noqa: F401  (re-exported)
+from sarssl.errors import UserError
 
 __all__ = ["simulate_region", "simulate_scene", "region_products", "chip_grid_shape", "split_angle", "params_hash"]
 
@@ -166,30 +169,92 @@ def simulate_region(out_dir, aoi: str = "sim-a", n_chips: int = 64, chip_size: i
     """
     import time
 
-    from tqdm.auto import tqdm
-
     if not isinstance(aoi, str) or not _AOI_RE.match(aoi) or "_" in aoi:
-        raise ValueError(f"aoi must be letters, digits, '.' or '-' (no '_', it separates identifier parts), got {aoi!r}")
+        raise UserError(f"aoi must be letters, digits, '.' or '-' (no '_', it separates identifier parts), got {aoi!r}")
     for name, val, lo in (("n_chips", n_chips, 1), ("chip_size", chip_size, 2), ("n_acquisitions", n_acquisitions, 1)):
         if not isinstance(val, (int, np.integer)) or val < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {val!r}")
+            raise UserError(f"{name} must be an integer >= {lo}, got {val!r}")
     if not (isinstance(seed, (int, np.integer)) and seed >= 0):
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     if not (float(pixel_size) > 0):
-        raise ValueError(f"pixel_size must be > 0 metres, got {pixel_size!r}")
+        raise UserError(f"pixel_size must be > 0 metres, got {pixel_size!r}")
     if compress not in (None, "deflate", "lzw"):
-        raise ValueError(f"compress must be None, 'deflate' or 'lzw', got {compress!r}")
+        raise UserError(f"compress must be None, 'deflate' or 'lzw', got {compress!r}")
     n_chips, cs, seed, year, px = int(n_chips), int(chip_size), int(seed), int(year), float(pixel_size)
 
     t0 = time.perf_counter()
     params = {"aoi": aoi, "n_chips": n_chips, "chip_size": cs, "pixel_size": px, "seed": seed, "year": year,
               "n_acquisitions": int(n_acquisitions), "enl": sc.ENL, "version": SIMULATOR_VERSION}
-    layout = AOILayout(root=Path(out_dir), aoi=aoi, chips_hash=params_hash(params), angle=split_angle(seed))
-    if layout.aoi_dir.exists() and any(layout.aoi_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"AOI folder {str(layout.aoi_dir)!r} already exists and is not empty "
-                                  "(pass overwrite=True to replace it)")
-        shutil.rmtree(layout.aoi_dir)
+    root = Path(out_dir)
+    final = AOILayout(root=root, aoi=aoi, chips_hash=params_hash(params), angle=split_angle(seed))
+    target = final.aoi_dir
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{str(target)!r} exists and is not a folder: remove it or choose another AOI name")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise FileExistsError(f"AOI folder {str(target)!r} already exists and is not empty "
+                              "(pass overwrite=True, or --overwrite on the command line, to replace it)")
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(root, aoi)
+    # everything is written into a hidden folder beside the target and moved into place at the end, so an
+    # interrupted or failed run leaves no half-written AOI (and a retry just works)
+    tmp_root = root / f"{_PARTIAL_PREFIX.format(aoi=aoi)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    layout = AOILayout(root=tmp_root, aoi=aoi, chips_hash=final.chips_hash, angle=final.angle)
+    try:
+        t_scene, t_write = _write_aoi(layout, aoi, n_chips, cs, px, seed, year, n_acquisitions, compress,
+                                      progress, params, t0)
+        _move_into_place(layout.aoi_dir, target)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    if timings is not None:
+        timings.update(scene_s=t_scene, write_s=t_write)
+    return final
+
+
+_PARTIAL_PREFIX = ".{aoi}.simulate-partial-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _remove_stale_partials(root: Path, aoi: str) -> None:
+    """Delete partial folders of ``aoi`` left by runs that were killed (their process is gone)."""
+    prefix = _PARTIAL_PREFIX.format(aoi=aoi)
+    for p in root.glob(f"{prefix}*"):
+        pid = p.name[len(prefix):].split("-")[0]
+        if p.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _move_into_place(src: Path, target: Path) -> None:
+    """Move the finished AOI folder ``src`` to ``target``, replacing what is there (the caller checked
+    ``overwrite``); the old folder is moved aside first and deleted only once the new one is in place."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.replaced-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+    try:
+        os.replace(src, target)
+    except BaseException:
+        if old is not None and not target.exists():
+            os.replace(old, target)  # put the previous AOI back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_aoi(layout: AOILayout, aoi, n_chips, cs, px, seed, year, n_acquisitions, compress, progress, params, t0):
+    """Simulate the scene and write every file of the AOI under ``layout``; returns (scene_s, write_s)."""
+    import time
+
+    from tqdm.auto import tqdm
+
     products = region_products(year)
     for p in products:
         layout.product_dir(p).mkdir(parents=True, exist_ok=True)
@@ -303,6 +368,4 @@ def simulate_region(out_dir, aoi: str = "sim-a", n_chips: int = 64, chip_size: i
     }
     (layout.aoi_dir / "simulation.json").write_text(json.dumps(info, indent=2))
     t_write += time.perf_counter() - ts
-    if timings is not None:
-        timings.update(scene_s=t_scene, write_s=t_write)
-    return layout
+    return t_scene, t_write

@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
+from sarssl.errors import UserError
 from sarssl.preprocess.quality import edge_preservation_index, enl, ratio_image_stats
 
 
 def _values(image) -> np.ndarray:
     a = np.asarray(getattr(image, "values", image), dtype=np.float64)
     if a.ndim != 2:
-        raise ValueError(f"expected a (y, x) image, got shape {a.shape}")
+        raise UserError(f"expected a (y, x) image, got shape {a.shape}")
     return a
 
 
@@ -31,7 +32,7 @@ def most_homogeneous_window(image, size: int = 15) -> tuple[slice, slice]:
     """
     a = _values(image)
     if size < 3 or size > min(a.shape):
-        raise ValueError(f"most_homogeneous_window: size must be in [3, {min(a.shape)}], got {size}")
+        raise UserError(f"most_homogeneous_window: size must be in [3, {min(a.shape)}], got {size}")
     valid = np.isfinite(a)
     z = np.where(valid, a, 0.0)
     m = ndimage.uniform_filter(z, size, mode="constant")
@@ -44,7 +45,7 @@ def most_homogeneous_window(image, size: int = 15) -> tuple[slice, slice]:
     ok[h:a.shape[0] - (size - 1 - h), h:a.shape[1] - (size - 1 - h)] = True
     ok &= (n > 1 - 1e-9) & (m > 0)
     if not ok.any():
-        raise ValueError("most_homogeneous_window: no fully valid window of that size")
+        raise UserError("most_homogeneous_window: no fully valid window of that size")
     cv = np.where(ok, cv, np.inf)
     r, c = np.unravel_index(np.argmin(cv), cv.shape)
     return slice(r - h, r - h + size), slice(c - h, c - h + size)
@@ -61,7 +62,7 @@ def fit_gamma(image, region=None) -> dict:
     v = a[region] if region is not None else a
     v = v[np.isfinite(v) & (v > 0)].ravel()
     if v.size < 10:
-        raise ValueError(f"fit_gamma: need at least 10 positive valid pixels, got {v.size}")
+        raise UserError(f"fit_gamma: need at least 10 positive valid pixels, got {v.size}")
     v = v / v.mean()
     shape, _, scale = stats.gamma.fit(v, floc=0)
     return {"shape": float(shape), "scale": float(scale), "enl_moments": enl(v), "n": int(v.size), "values": v}
@@ -83,7 +84,7 @@ def compare_filters(image, filters: Mapping[str, Callable], region) -> tuple[pd.
         out = np.asarray(fn(a), dtype=np.float32)
         dt = time.perf_counter() - t0
         if out.shape != a.shape:
-            raise ValueError(f"compare_filters: filter {name!r} returned shape {out.shape}, expected {a.shape}")
+            raise UserError(f"compare_filters: filter {name!r} returned shape {out.shape}, expected {a.shape}")
         r = ratio_image_stats(a, out, region)
         rows.append({"filter": name, "ENL": enl(out, region), "EPI": edge_preservation_index(a, out),
                      "ratio mean": r["mean"], "ratio std": r["std"], "seconds": dt})

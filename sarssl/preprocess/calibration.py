@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sarssl.errors import UserError
+from sarssl.preprocess.nodata import mask_nodata
+
 CALIBRATION_TARGETS = {"sigma0": "sigmaNought", "beta0": "betaNought", "gamma0": "gamma", "dn": "dn"}
 
 
@@ -74,25 +77,25 @@ class NoiseLUT:
 def _floats(el, tag: str, where: str) -> np.ndarray:
     node = el.find(tag)
     if node is None or node.text is None:
-        raise ValueError(f"{where}: missing <{tag}>")
+        raise UserError(f"{where}: missing <{tag}>")
     return np.array(node.text.split(), dtype=np.float64)
 
 
 def _vectors(root, list_tag: str, item_tag: str, lut_tag: str, where: str) -> Vectors:
     lst = root.find(list_tag)
     if lst is None:
-        raise ValueError(f"{where}: no <{list_tag}>")
+        raise UserError(f"{where}: no <{list_tag}>")
     lines, pixels, values = [], [], []
     for vec in lst.findall(item_tag):
         p = _floats(vec, "pixel", where)
         v = _floats(vec, lut_tag, where)
         if p.size != v.size:
-            raise ValueError(f"{where}: <{lut_tag}> has {v.size} values for {p.size} pixels at line {vec.findtext('line')}")
+            raise UserError(f"{where}: <{lut_tag}> has {v.size} values for {p.size} pixels at line {vec.findtext('line')}")
         lines.append(int(vec.findtext("line")))
         pixels.append(p)
         values.append(v)
     if not lines:
-        raise ValueError(f"{where}: <{list_tag}> holds no <{item_tag}>")
+        raise UserError(f"{where}: <{list_tag}> holds no <{item_tag}>")
     order = np.argsort(lines, kind="stable")
     return Vectors(np.asarray(lines)[order], [pixels[i] for i in order], [values[i] for i in order])
 
@@ -105,7 +108,7 @@ def parse_calibration_xml(text: str | bytes, where: str = "calibration XML") -> 
         if root.find(f"calibrationVectorList/calibrationVector/{name}") is not None:
             luts[name] = _vectors(root, "calibrationVectorList", "calibrationVector", name, where)
     if not luts:
-        raise ValueError(f"{where}: no calibration vectors (expected sigmaNought/betaNought/gamma/dn)")
+        raise UserError(f"{where}: no calibration vectors (expected sigmaNought/betaNought/gamma/dn)")
     const = root.findtext("calibrationInformation/absoluteCalibrationConstant")
     return CalibrationLUT(luts, float(const) if const else 1.0, root.findtext("adsHeader/polarisation") or "")
 
@@ -117,14 +120,14 @@ def parse_noise_xml(text: str | bytes, where: str = "noise XML") -> NoiseLUT:
     if root.find("noiseVectorList") is not None:
         return NoiseLUT(_vectors(root, "noiseVectorList", "noiseVector", "noiseLut", where), [], "noiseVectorList", pol)
     if root.find("noiseRangeVectorList") is None:
-        raise ValueError(f"{where}: neither <noiseVectorList> nor <noiseRangeVectorList> found")
+        raise UserError(f"{where}: neither <noiseVectorList> nor <noiseRangeVectorList> found")
     rng = _vectors(root, "noiseRangeVectorList", "noiseRangeVector", "noiseRangeLut", where)
     blocks = []
     for blk in root.findall("noiseAzimuthVectorList/noiseAzimuthVector"):
         lines = _floats(blk, "line", where)
         vals = _floats(blk, "noiseAzimuthLut", where)
         if lines.size != vals.size:
-            raise ValueError(f"{where}: noiseAzimuthLut has {vals.size} values for {lines.size} lines")
+            raise UserError(f"{where}: noiseAzimuthLut has {vals.size} values for {lines.size} lines")
         blocks.append(AzimuthBlock(
             int(blk.findtext("firstAzimuthLine")), int(blk.findtext("lastAzimuthLine")),
             int(blk.findtext("firstRangeSample")), int(blk.findtext("lastRangeSample")),
@@ -162,7 +165,7 @@ def read_image_shape(safe, polarisation: str) -> tuple[int, int]:
     root = ET.fromstring(text)
     lines, samples = root.findtext(".//imageInformation/numberOfLines"), root.findtext(".//imageInformation/numberOfSamples")
     if lines is None or samples is None:
-        raise ValueError(f"{where}: no numberOfLines/numberOfSamples in imageInformation")
+        raise UserError(f"{where}: no numberOfLines/numberOfSamples in imageInformation")
     return int(lines), int(samples)
 
 
@@ -227,7 +230,7 @@ def _grid_coords(dn, rows, cols):
         cols = dn.coords["pixel"].values if hasattr(dn, "coords") and "pixel" in dn.coords else np.arange(dn.shape[-1])
     rows, cols = np.asarray(rows), np.asarray(cols)
     if rows.size != dn.shape[-2] or cols.size != dn.shape[-1]:
-        raise ValueError(f"calibrate: {rows.size} rows x {cols.size} cols given for a DN array of shape {dn.shape}")
+        raise UserError(f"calibrate: {rows.size} rows x {cols.size} cols given for a DN array of shape {dn.shape}")
     return rows, cols
 
 
@@ -248,7 +251,7 @@ def _calibrate_block(dn, rows, cols, cal_vec, noise, negative, floor):
 
 
 def calibrate(dn, calibration: CalibrationLUT, target: str = "sigma0", noise: NoiseLUT | None = None,
-              negative: str = "nan", floor: float = 1e-5, rows=None, cols=None):
+              negative: str = "nan", floor: float = 1e-5, rows=None, cols=None, *, nodata=None):
     """DN amplitudes -> calibrated power ``(DN^2 - noise) / A^2`` (float32, linear).
 
     dn: (..., y, x) numpy array or DataArray (dask-backed works chunk by chunk, lazily). ``rows``/``cols``:
@@ -256,17 +259,19 @@ def calibrate(dn, calibration: CalibrationLUT, target: str = "sigma0", noise: No
     0..n-1), so a decimated grid or a window of the scene works. target: "sigma0", "beta0", "gamma0" (or
     "dn"). noise: subtract thermal noise when given. Where noise removal makes power <= 0, ``negative``
     decides, explicitly: "nan" (no-data) or "floor" (set to ``floor``, linear, e.g. 1e-5 = -50 dB).
-    DN = 0 (no-data border) -> NaN.
+    DN = 0 (no-data border) -> NaN, and so does a declared no-data DN (``nodata``, or a DataArray's
+    ``rio.nodata``/``_FillValue``).
     """
     if target not in CALIBRATION_TARGETS:
-        raise ValueError(f"calibrate: target must be one of {sorted(CALIBRATION_TARGETS)}, got {target!r}")
+        raise UserError(f"calibrate: target must be one of {sorted(CALIBRATION_TARGETS)}, got {target!r}")
     lut_name = CALIBRATION_TARGETS[target]
     if lut_name not in calibration.luts:
-        raise ValueError(f"calibrate: the calibration file has no {lut_name} LUT (has {sorted(calibration.luts)})")
+        raise UserError(f"calibrate: the calibration file has no {lut_name} LUT (has {sorted(calibration.luts)})")
     if negative not in ("nan", "floor"):
-        raise ValueError(f"calibrate: negative must be 'nan' or 'floor', got {negative!r}")
+        raise UserError(f"calibrate: negative must be 'nan' or 'floor', got {negative!r}")
     if negative == "floor" and not floor > 0:
-        raise ValueError(f"calibrate: floor must be > 0, got {floor!r}")
+        raise UserError(f"calibrate: floor must be > 0, got {floor!r}")
+    dn = mask_nodata(dn, nodata)
     rows, cols = _grid_coords(dn, rows, cols)
     cal_vec = calibration.luts[lut_name]
     data = getattr(dn, "data", dn)

@@ -12,6 +12,8 @@ import numpy as np
 import xarray as xr
 from rasterio.enums import Resampling
 
+from sarssl.errors import UserError
+
 _KINDS = {"continuous": Resampling.average, "categorical": Resampling.nearest}
 
 
@@ -19,7 +21,7 @@ def _resampling(kind, resampling):
     if resampling is not None:
         return Resampling[resampling] if isinstance(resampling, str) else resampling
     if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
+        raise UserError(f"kind must be one of {sorted(_KINDS)}, got {kind!r}")
     return _KINDS[kind]
 
 
@@ -27,7 +29,7 @@ def _check(da: xr.DataArray, name: str) -> None:
     if not isinstance(da, xr.DataArray):
         raise TypeError(f"{name}: expected an xarray.DataArray, got {type(da).__name__}")
     if da.rio.crs is None:
-        raise ValueError(f"{name}: no CRS; write one with .rio.write_crs(...) first")
+        raise UserError(f"{name}: no CRS; write one with .rio.write_crs(...) first")
 
 
 def to_grid(src: xr.DataArray, target: xr.DataArray, kind: str = "continuous", resampling=None,

@@ -14,6 +14,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 from scipy import stats
 
 from sarssl.data.products import SEASONS
+from sarssl.errors import UserError
 
 #: (title, formula / detail, sarssl function) of each step from raw DN to the 12-channel tensor.
 PIPELINE_STEPS: tuple[tuple[str, str, str], ...] = (
@@ -75,7 +76,7 @@ def plot_polarisations(vv_db, vh_db, title: str | None = None):
     """VV, VH (shared dB scale) and their ratio VV/VH, i.e. the dB difference VV − VH, side by side."""
     vv_db, vh_db = np.asarray(vv_db, dtype=np.float32), np.asarray(vh_db, dtype=np.float32)
     if vv_db.shape != vh_db.shape:
-        raise ValueError(f"plot_polarisations: VV {vv_db.shape} and VH {vh_db.shape} differ in shape")
+        raise UserError(f"plot_polarisations: VV {vv_db.shape} and VH {vh_db.shape} differ in shape")
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
     lo, hi = _limits(vv_db, vh_db)
     for ax, img, name in zip(axes[:2], (vv_db, vh_db), ("VV", "VH")):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from sarssl.errors import UserError
+
 
 def _arr(x, region=None) -> np.ndarray:
     a = np.asarray(getattr(x, "values", x), dtype=np.float64)
@@ -16,7 +18,7 @@ def _arr(x, region=None) -> np.ndarray:
         return a
     if isinstance(region, np.ndarray) and region.dtype == bool:
         if region.shape != a.shape[-region.ndim:]:
-            raise ValueError(f"region mask shape {region.shape} does not match image shape {a.shape}")
+            raise UserError(f"region mask shape {region.shape} does not match image shape {a.shape}")
         return a[..., region]
     return a[region]
 
@@ -29,7 +31,7 @@ def enl(image, region=None) -> float:
     v = _arr(image, region)
     v = v[np.isfinite(v)]
     if v.size < 2:
-        raise ValueError("enl: the region holds fewer than 2 valid pixels")
+        raise UserError("enl: the region holds fewer than 2 valid pixels")
     var = v.var()
     return float(v.mean() ** 2 / var) if var > 0 else float("inf")
 
@@ -44,7 +46,7 @@ def edge_preservation_index(original, filtered, region=None) -> float:
     a = np.asarray(getattr(original, "values", original), dtype=np.float64)
     b = np.asarray(getattr(filtered, "values", filtered), dtype=np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"edge_preservation_index: shapes differ, original {a.shape} vs filtered {b.shape}")
+        raise UserError(f"edge_preservation_index: shapes differ, original {a.shape} vs filtered {b.shape}")
     ok = np.isfinite(a) & np.isfinite(b)
     la = ndimage.laplace(np.where(ok, a, 0.0))
     lb = ndimage.laplace(np.where(ok, b, 0.0))
@@ -55,7 +57,7 @@ def edge_preservation_index(original, filtered, region=None) -> float:
     da, db = la[ok] - la[ok].mean(), lb[ok] - lb[ok].mean()
     den = np.sqrt((da * da).sum() * (db * db).sum())
     if den == 0:
-        raise ValueError("edge_preservation_index: an image has no high-pass content in the valid area")
+        raise UserError("edge_preservation_index: an image has no high-pass content in the valid area")
     return float((da * db).sum() / den)
 
 
@@ -79,5 +81,5 @@ def ratio_image_stats(original, filtered, region=None) -> dict:
         r = a / b
     r = r[np.isfinite(r)]
     if r.size == 0:
-        raise ValueError("ratio_image_stats: no pixel where both images are finite and filtered != 0")
+        raise UserError("ratio_image_stats: no pixel where both images are finite and filtered != 0")
     return {"mean": float(r.mean()), "std": float(r.std()), "n": int(r.size)}

@@ -23,6 +23,9 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
+from sarssl.errors import UserError
+from sarssl.preprocess.nodata import mask_nodata
+
 __all__ = ["local_cluster", "chunk_stack", "overlap_filter", "speckle_stack", "lazy_composite",
            "composite_to_zarr", "stack_to_zarr", "DEFAULT_CHUNK"]
 
@@ -59,9 +62,9 @@ def local_cluster(n_workers: int = 2, memory_limit: str = "2GiB", threads_per_wo
 def chunk_stack(stack: xr.DataArray, chunk: int = DEFAULT_CHUNK) -> xr.DataArray:
     """Chunk a ``(time, band, y, x)`` stack for compositing: one chunk over time and band, ``chunk`` px tiles."""
     if not isinstance(stack, xr.DataArray) or tuple(stack.dims) != ("time", "band", "y", "x"):
-        raise ValueError(f"expected a DataArray with dims (time, band, y, x), got {getattr(stack, 'dims', type(stack))}")
+        raise UserError(f"expected a DataArray with dims (time, band, y, x), got {getattr(stack, 'dims', type(stack))}")
     if int(chunk) < 8:
-        raise ValueError(f"chunk must be >= 8 pixels, got {chunk!r}")
+        raise UserError(f"chunk must be >= 8 pixels, got {chunk!r}")
     return stack.chunk({"time": -1, "band": -1, "y": int(chunk), "x": int(chunk)})
 
 
@@ -69,13 +72,15 @@ def overlap_filter(image: xr.DataArray, func: Callable[[np.ndarray], np.ndarray]
                    dtype=np.float32) -> xr.DataArray:
     """Apply a numpy block function ``func((..., y, x)) -> same shape`` lazily with a ``halo``-pixel overlap.
 
-    Pixels outside the image are NaN in the halo (no-data), as the speckle filters assume. Returns a
-    DataArray with the input's coords and attrs; nothing is computed here.
+    Pixels outside the image are NaN in the halo (no-data), as the speckle filters assume, and so are the
+    image's declared no-data values (``rio.nodata``/``_FillValue``). Returns a DataArray with the input's
+    coords and attrs; nothing is computed here.
     """
     import dask.array as dsa
 
     if int(halo) < 0:
-        raise ValueError(f"halo must be >= 0 pixels, got {halo!r}")
+        raise UserError(f"halo must be >= 0 pixels, got {halo!r}")
+    image = mask_nodata(image)
     data = image.data
     if not isinstance(data, dsa.Array):
         data = dsa.from_array(np.asarray(data), chunks=-1)
@@ -100,14 +105,15 @@ def speckle_stack(stack: xr.DataArray, speckle="lee", halo: int | None = None, *
     """
     if speckle is None:
         return stack
+    stack = mask_nodata(stack)  # declared no-data -> NaN before any filter sees it
     if isinstance(speckle, str):
         from sarssl.preprocess import speckle as sp
 
         if speckle not in sp.__all__:
-            raise ValueError(f"unknown speckle filter {speckle!r}: expected one of {sp.__all__}")
+            raise UserError(f"unknown speckle filter {speckle!r}: expected one of {sp.__all__}")
         return getattr(sp, speckle)(stack, **kwargs)
     if not callable(speckle):
-        raise ValueError(f"speckle must be a filter name, a callable or None, got {speckle!r}")
+        raise UserError(f"speckle must be a filter name, a callable or None, got {speckle!r}")
     if halo is None:
         return speckle(stack, **kwargs)
     return overlap_filter(stack, partial(speckle, **kwargs) if kwargs else speckle, halo)
@@ -132,7 +138,7 @@ def lazy_composite(stack: xr.DataArray, year: int, speckle="lee", speckle_kwargs
     from sarssl.preprocess.composites import s1grd_composite, seasonal_composite
 
     if output not in ("channels", "s1grd"):
-        raise ValueError(f"output must be 'channels' or 's1grd', got {output!r}")
+        raise UserError(f"output must be 'channels' or 's1grd', got {output!r}")
     if chunk is not None:
         stack = chunk_stack(stack, chunk)
     elif stack.chunks is None:
@@ -203,7 +209,7 @@ def stack_to_zarr(stack: xr.DataArray, store, chunk: int = DEFAULT_CHUNK, overwr
         raise FileExistsError(f"zarr store {str(store)!r} exists (pass overwrite=True to replace it)")
     missing = {"time", "band", "y", "x"} - set(stack.dims)
     if missing:
-        raise ValueError(f"stack_to_zarr: the stack has dims {stack.dims}, missing {sorted(missing)}")
+        raise UserError(f"stack_to_zarr: the stack has dims {stack.dims}, missing {sorted(missing)}")
     name = stack.name or "sigma0"
     ds = _vlen_strings(stack.rename(name).chunk({"time": -1, "band": -1, "y": chunk, "x": chunk})).to_dataset()
     for v in ds.variables.values():

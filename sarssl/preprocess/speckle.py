@@ -7,10 +7,13 @@ Every filter has the form ``f(image, size=7, looks=..., ...)`` and accepts
   when it is dask-backed the filter runs per chunk with ``map_overlap`` and a halo equal to the filter's
   reach, so nothing is loaded until asked and the result equals the numpy result exactly.
 
-Input is linear power (sigma0/gamma0, not dB; use :func:`sarssl.preprocess.to_db` afterwards). NaN marks
-no-data: local statistics use normalised convolution (sum of valid values / number of valid values), so
-a NaN never contaminates its neighbours, and NaN pixels stay NaN. Pixels outside the image count as
-no-data too, which is what makes the chunked (dask) and the whole-image results identical.
+Input is linear power (sigma0/gamma0, not dB; use :func:`sarssl.preprocess.to_db` afterwards); input that
+is clearly dB (mostly negative) is refused, and values <= 0 give a warning. NaN marks no-data, and so does a
+declared no-data value (a DataArray's ``rio.nodata``/``_FillValue``, or ``nodata=`` for any input): it
+becomes NaN before filtering (:mod:`sarssl.preprocess.nodata`). Local statistics use normalised
+convolution (sum of valid values / number of valid values), so a NaN never contaminates its neighbours,
+and NaN pixels stay NaN. Pixels outside the image count as no-data too, which is what makes the chunked
+(dask) and the whole-image results identical.
 
 Speckle model: multiplicative, ``I = x * n`` with ``E[n] = 1`` and ``Var[n] = 1 / L`` for L-look intensity,
 so the noise coefficient of variation is ``Cu = 1 / sqrt(L)``.
@@ -27,6 +30,9 @@ from functools import partial
 import numpy as np
 from scipy import ndimage, stats
 
+from sarssl.errors import UserError
+from sarssl.preprocess.nodata import check_linear_power, mask_nodata
+
 __all__ = ["boxcar", "lee", "enhanced_lee", "refined_lee", "frost", "gamma_map", "lee_sigma"]
 
 
@@ -35,16 +41,16 @@ __all__ = ["boxcar", "lee", "enhanced_lee", "refined_lee", "frost", "gamma_map",
 # ------------------------------------------------------------------------------------------------
 def _check(size: int, looks: float | None = None, name: str = "filter") -> None:
     if int(size) != size or size < 3 or size % 2 == 0:
-        raise ValueError(f"{name}: window size must be an odd integer >= 3, got {size!r}")
+        raise UserError(f"{name}: window size must be an odd integer >= 3, got {size!r}")
     if looks is not None and not looks > 0:
-        raise ValueError(f"{name}: looks must be > 0, got {looks!r}")
+        raise UserError(f"{name}: looks must be > 0, got {looks!r}")
 
 
 def _apply_2d(func, arr: np.ndarray) -> np.ndarray:
     """Run ``func`` (2-D float64 -> 2-D) over every (y, x) image of ``arr`` (..., y, x); returns float32."""
     arr = np.asarray(arr)
     if arr.ndim < 2:
-        raise ValueError(f"speckle filters need an image with dims (..., y, x), got shape {arr.shape}")
+        raise UserError(f"speckle filters need an image with dims (..., y, x), got shape {arr.shape}")
     flat = arr.reshape(-1, *arr.shape[-2:])
     out = np.empty(flat.shape, dtype=np.float32)
     for i, img in enumerate(flat):  # loop over bands/times only, never over pixels
@@ -52,8 +58,10 @@ def _apply_2d(func, arr: np.ndarray) -> np.ndarray:
     return out.reshape(arr.shape)
 
 
-def _dispatch(func, image, halo: int):
+def _dispatch(func, image, halo: int, nodata=None, name: str = "speckle filter"):
     """Apply a 2-D filter to numpy, xarray or dask-backed xarray input (see module docstring)."""
+    image = mask_nodata(image, nodata)
+    check_linear_power(image, "image", name)
     data = getattr(image, "data", None)
     if data is None or not hasattr(image, "dims"):  # plain array-like
         return _apply_2d(func, image)
@@ -118,10 +126,10 @@ def _boxcar2d(img, size):
     return _finish(mean, img)
 
 
-def boxcar(image, size: int = 7):
+def boxcar(image, size: int = 7, *, nodata=None):
     """Boxcar (moving average) filter over a size x size window; (..., y, x) linear power -> same shape."""
     _check(size, name="boxcar")
-    return _dispatch(partial(_boxcar2d, size=size), image, size // 2)
+    return _dispatch(partial(_boxcar2d, size=size), image, size // 2, nodata, "boxcar")
 
 
 def _lee2d(img, size, looks):
@@ -134,14 +142,14 @@ def _lee2d(img, size, looks):
     return _finish(mean + w * (img - mean), img)
 
 
-def lee(image, size: int = 7, looks: float = 1.0):
+def lee(image, size: int = 7, looks: float = 1.0, *, nodata=None):
     """Lee (1980) local-statistics filter for multiplicative speckle.
 
     ``out = m + W (I - m)`` with ``W = max(0, 1 - Cu^2 / Ci^2)``, ``Ci`` the local coefficient of variation
     (std / mean over the window) and ``Cu = 1/sqrt(looks)``. (..., y, x) linear power -> same shape, float32.
     """
     _check(size, looks, "lee")
-    return _dispatch(partial(_lee2d, size=size, looks=looks), image, size // 2)
+    return _dispatch(partial(_lee2d, size=size, looks=looks), image, size // 2, nodata, "lee")
 
 
 def _enhanced_lee2d(img, size, looks, damping):
@@ -156,7 +164,7 @@ def _enhanced_lee2d(img, size, looks, damping):
     return _finish(w * mean + (1.0 - w) * img, img)
 
 
-def enhanced_lee(image, size: int = 7, looks: float = 1.0, damping: float = 1.0):
+def enhanced_lee(image, size: int = 7, looks: float = 1.0, damping: float = 1.0, *, nodata=None):
     """Enhanced Lee filter (Lopes, Touzi & Nezry 1990).
 
     Three classes by the local coefficient of variation ``Ci``: ``Ci <= Cu`` -> local mean;
@@ -165,8 +173,9 @@ def enhanced_lee(image, size: int = 7, looks: float = 1.0, damping: float = 1.0)
     """
     _check(size, looks, "enhanced_lee")
     if not damping > 0:
-        raise ValueError(f"enhanced_lee: damping must be > 0, got {damping!r}")
-    return _dispatch(partial(_enhanced_lee2d, size=size, looks=looks, damping=damping), image, size // 2)
+        raise UserError(f"enhanced_lee: damping must be > 0, got {damping!r}")
+    return _dispatch(partial(_enhanced_lee2d, size=size, looks=looks, damping=damping), image, size // 2, nodata,
+                     "enhanced_lee")
 
 
 def _frost2d(img, size, damping):
@@ -197,7 +206,7 @@ def _frost2d(img, size, damping):
     return _finish(out, img)
 
 
-def frost(image, size: int = 7, damping: float = 2.0):
+def frost(image, size: int = 7, damping: float = 2.0, *, nodata=None):
     """Frost et al. (1982) adaptive filter with an exponentially damped kernel.
 
     Weights ``exp(-damping * Ci^2 * d)`` with ``Ci^2 = var / mean^2`` over the window and ``d`` the
@@ -207,8 +216,8 @@ def frost(image, size: int = 7, damping: float = 2.0):
     """
     _check(size, name="frost")
     if not damping > 0:
-        raise ValueError(f"frost: damping must be > 0, got {damping!r}")
-    return _dispatch(partial(_frost2d, size=size, damping=damping), image, size // 2)
+        raise UserError(f"frost: damping must be > 0, got {damping!r}")
+    return _dispatch(partial(_frost2d, size=size, damping=damping), image, size // 2, nodata, "frost")
 
 
 def _gamma_map2d(img, size, looks):
@@ -225,7 +234,7 @@ def _gamma_map2d(img, size, looks):
     return _finish(out, img)
 
 
-def gamma_map(image, size: int = 7, looks: float = 1.0):
+def gamma_map(image, size: int = 7, looks: float = 1.0, *, nodata=None):
     """Gamma-MAP filter (Lopes et al. 1990): MAP estimate under a Gamma prior on the scene reflectivity.
 
     ``Ci <= Cu`` -> local mean; ``Ci >= Cmax = sqrt(2) Cu`` -> pixel kept; otherwise the positive root of
@@ -233,7 +242,7 @@ def gamma_map(image, size: int = 7, looks: float = 1.0):
     Shapes as :func:`lee`.
     """
     _check(size, looks, "gamma_map")
-    return _dispatch(partial(_gamma_map2d, size=size, looks=looks), image, size // 2)
+    return _dispatch(partial(_gamma_map2d, size=size, looks=looks), image, size // 2, nodata, "gamma_map")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,7 +327,7 @@ def _refined_lee2d(img, size, looks):
     return _finish(mean + k * (img - mean), img)
 
 
-def refined_lee(image, size: int = 7, looks: float = 1.0):
+def refined_lee(image, size: int = 7, looks: float = 1.0, *, nodata=None):
     """Refined Lee filter (Lee 1981; Lee, Grunes & de Grandi 1999) with edge-aligned windows.
 
     The window is split into a 3x3 grid of sub-windows (3x3 each for size 7); four gradient masks on their
@@ -329,10 +338,10 @@ def refined_lee(image, size: int = 7, looks: float = 1.0):
     """
     _check(size, looks, "refined_lee")
     if size < 5:
-        raise ValueError(f"refined_lee: window size must be >= 5 for edge-aligned windows, got {size}")
+        raise UserError(f"refined_lee: window size must be >= 5 for edge-aligned windows, got {size}")
     b, stride, _, _ = _refined_geometry(size)
     halo = max(size // 2, stride + b // 2)
-    return _dispatch(partial(_refined_lee2d, size=size, looks=looks), image, halo)
+    return _dispatch(partial(_refined_lee2d, size=size, looks=looks), image, halo, nodata, "refined_lee")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -395,7 +404,8 @@ def _lee_sigma2d(img, size, looks, sigma, target_window, tk):
     return _finish(out, img)
 
 
-def lee_sigma(image, size: int = 7, looks: float = 1.0, sigma: float = 0.9, target_window: int = 3, tk: int = 5):
+def lee_sigma(image, size: int = 7, looks: float = 1.0, sigma: float = 0.9, target_window: int = 3, tk: int = 5,
+              *, nodata=None):
     """Improved Lee sigma filter (after Lee et al. 2009), vectorised.
 
     1. a priori mean from a 3x3 MMSE (Lee) estimate; 2. sigma range ``[I1, I2] * prior`` where [I1, I2]
@@ -408,7 +418,7 @@ def lee_sigma(image, size: int = 7, looks: float = 1.0, sigma: float = 0.9, targ
     """
     _check(size, looks, "lee_sigma")
     if not 0 < sigma < 1:
-        raise ValueError(f"lee_sigma: sigma must be in (0, 1), got {sigma!r}")
+        raise UserError(f"lee_sigma: sigma must be in (0, 1), got {sigma!r}")
     halo = size // 2 + 1 + target_window // 2
     fn = partial(_lee_sigma2d, size=size, looks=looks, sigma=sigma, target_window=target_window, tk=tk)
-    return _dispatch(fn, image, halo)
+    return _dispatch(fn, image, halo, nodata, "lee_sigma")

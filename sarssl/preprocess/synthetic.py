@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sarssl.errors import UserError
 from sarssl.preprocess.terrain import terrain_flatten
 
 #: Per WorldCover code: name, mean VV and VH (dB), seasonal amplitude of VV and VH (dB), peak day of year.
@@ -44,9 +45,9 @@ def synthetic_landcover(size: int = 64, pixel_size: float = 10.0, n_parcels: int
     """A (y, x) map of WorldCover codes: Voronoi parcels of tree cover, grassland, cropland and built-up,
     crossed by a river (permanent water). uint8, georeferenced (``crs``, ``pixel_size`` metres)."""
     if size < 8:
-        raise ValueError(f"synthetic_landcover: size must be >= 8 pixels, got {size}")
+        raise UserError(f"synthetic_landcover: size must be >= 8 pixels, got {size}")
     if n_parcels < 1:
-        raise ValueError(f"synthetic_landcover: n_parcels must be >= 1, got {n_parcels}")
+        raise UserError(f"synthetic_landcover: n_parcels must be >= 1, got {n_parcels}")
     rng = np.random.default_rng(seed)
     seeds = rng.uniform(0, size, (n_parcels, 2))
     r, c = np.mgrid[0:size, 0:size].astype(np.float64)
@@ -69,7 +70,7 @@ def acquisition_times(year: int, revisit_days: int = 6) -> tuple[np.ndarray, np.
     """Acquisition dates covering the study's seasons of ``year`` (1 Dec of ``year - 1`` .. 30 Nov), every
     ``revisit_days``, alternating ascending and descending passes. Returns (datetime64[ns] times, passes)."""
     if revisit_days < 1:
-        raise ValueError(f"acquisition_times: revisit_days must be >= 1, got {revisit_days}")
+        raise UserError(f"acquisition_times: revisit_days must be >= 1, got {revisit_days}")
     times = pd.date_range(f"{year - 1}-12-01", f"{year}-11-30", freq=f"{revisit_days}D").values
     passes = np.array(["asc" if i % 2 == 0 else "des" for i in range(times.size)])
     return times, passes
@@ -87,10 +88,10 @@ def synthetic_time_stack(landcover: xr.DataArray, year: int = 2020, revisit_days
     lc = np.asarray(landcover.values)
     unknown = sorted(set(np.unique(lc).tolist()) - set(SYNTHETIC_CLASSES))
     if unknown:
-        raise ValueError(f"synthetic_time_stack: landcover codes {unknown} have no backscatter model "
+        raise UserError(f"synthetic_time_stack: landcover codes {unknown} have no backscatter model "
                          f"(known: {sorted(SYNTHETIC_CLASSES)})")
     if not looks > 0:
-        raise ValueError(f"synthetic_time_stack: looks must be > 0, got {looks!r}")
+        raise UserError(f"synthetic_time_stack: looks must be > 0, got {looks!r}")
     rng = np.random.default_rng(seed)
     times, passes = acquisition_times(year, revisit_days)
     doy = pd.DatetimeIndex(times).day_of_year.values.astype(np.float64)
@@ -122,7 +123,7 @@ def synthetic_dem(size: int = 128, pixel_size: float = 10.0, height: float = 800
     in the middle of a flat plain at 100 m: slopes reach ``atan(height / width * exp(-1/2))``, steep enough
     for layover and shadow at Sentinel-1 incidence angles with the defaults (about 63 deg)."""
     if size < 8 or not pixel_size > 0 or not width > 0:
-        raise ValueError(f"synthetic_dem: need size >= 8, pixel_size > 0, width > 0; got {size}, {pixel_size}, {width}")
+        raise UserError(f"synthetic_dem: need size >= 8, pixel_size > 0, width > 0; got {size}, {pixel_size}, {width}")
     y, x = _grid(size, pixel_size, origin)
     yc, xc = y.mean(), x.mean()
     z = 100.0 + height * np.exp(-(((x[None] - xc) ** 2 + (y[:, None] - yc) ** 2) / (2 * width ** 2)))

@@ -226,13 +226,14 @@ def compare_runs(reference: str | Path, other: str | Path, method: str) -> dict:
     """
     ref, oth = Path(reference) / method, Path(other) / method
     if method == "center":
-        a, b = torch.load(ref / "center.pt"), torch.load(oth / "center.pt")
+        a, b = (torch.load(d / "center.pt", map_location="cpu", weights_only=True) for d in (ref, oth))
         return {"max_center_diff": float((a - b).abs().max())}
     la, lb = read_losses(ref), read_losses(oth)
     if sorted(la) != sorted(lb) or not la:
         raise ValueError(f"{ref} and {oth} logged different steps: {sorted(la)} vs {sorted(lb)}")
-    sa = torch.load(ref / "checkpoint.pt", map_location="cpu", weights_only=False)
-    sb = torch.load(oth / "checkpoint.pt", map_location="cpu", weights_only=False)
+    from sarssl.train.checkpoint import load_checkpoint
+
+    sa, sb = load_checkpoint(ref / "checkpoint.pt"), load_checkpoint(oth / "checkpoint.pt")
     if sa["step"] != sb["step"]:
         raise ValueError(f"checkpoints at different steps: {sa['step']} vs {sb['step']}")
     diffs = {k: float((v.float() - sb["task"][k].float()).abs().max()) for k, v in sa["task"].items()

@@ -126,15 +126,19 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from sarssl.profiles import resolve_profile_name
+    from sarssl.profiles import get_profile, resolve_profile_name
     from sarssl.train.sweep import run_sweep, summarize
+    from sarssl.workspace import sweep_csv
 
-    df = run_sweep(profile=resolve_profile_name(args.profile), data_root=str(args.data), out_csv=args.out,
+    profile = get_profile(resolve_profile_name(args.profile))
+    out = args.out if args.out is not None else sweep_csv(profile)
+    # --data is a given M3LEO root, so there is no simulated out-of-region set to add (--no-ood keeps it that way)
+    df = run_sweep(profile=profile, data_root=str(args.data), out_csv=out,
                    methods=args.methods, fractions=args.fractions, seeds=args.seeds, tasks=args.tasks,
                    protocol=args.protocol, pretrained=_pretrained(args), aoi=args.aoi,
-                   ood=False if args.no_ood else "auto", max_runs=args.max_runs)
+                   ood=None, max_runs=args.max_runs)
     print(summarize(df).to_string())
-    print(f"results: {args.out} ({len(df)} rows)")
+    print(f"results: {out} ({len(df)} rows)")
     return 0
 
 
@@ -221,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="auto", choices=("auto",) + PROFILE_NAMES, help="run profile (default auto)")
     p.add_argument("--data", type=_existing_dir, required=True, help="M3LEO root folder")
     p.add_argument("--aoi", default="sim-a", help="in-region AOI (default sim-a)")
-    p.add_argument("--out", type=Path, required=True, help="results CSV (one row per run and region)")
+    p.add_argument("--out", type=Path, help="results CSV, one row per run and region (default: the workspace "
+                                            "runs/<profile>/sweep/sweep.csv, as in chapter 5)")
     p.add_argument("--methods", nargs="+", choices=METHODS, help="methods (default all)")
     p.add_argument("--fractions", nargs="+", type=_positive_float, help="label fractions in percent (default: profile's)")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default: profile's)")

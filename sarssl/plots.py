@@ -233,7 +233,7 @@ def plot_predictions(rows: Sequence[Mapping], kind: str = "segmentation", channe
     """The seed figure: per chip (row) the SAR input channel, the ground truth and the prediction.
 
     Args:
-        rows: from :func:`sarssl.train.finetune.predict_examples` (``s1``, ``target``, ``pred``; for
+        rows: from :func:`sarssl.train.evaluation.predict_examples` (``s1``, ``target``, ``pred``; for
             tile targets also ``target_value``/``pred_value``).
         kind: ``"segmentation"`` (WorldCover colours), ``"pixel"`` or ``"tile"`` (shared colour scale).
         channel: input channel shown (by name).

@@ -66,6 +66,11 @@ def run_dir(profile: Profile, name: str) -> Path:
     return path
 
 
+def sweep_csv(profile: Profile) -> Path:
+    """The label-efficiency sweep's results CSV of ``profile``: the one default of chapter 5 and ``sarssl sweep``."""
+    return run_dir(profile, "sweep") / "sweep.csv"
+
+
 def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool = True, **overrides) -> Path:
     """Run folder of ``method`` (``"mae"`` or ``"dino"``) pretrained on the simulated region of ``profile``.
 

@@ -18,13 +18,10 @@ from sarssl.analysis.attention import (
 )
 
 
-def tiny_vit(depth: int = 3, seed: int = 0, **kw):
-    torch.manual_seed(seed)
-    m = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, in_chans=12, num_classes=0, img_size=32, patch_size=8,
-        depth=depth, **kw,
-    )
-    return m.eval()
+@pytest.fixture
+def vit(tiny_vit):
+    """The shared tiny ViT (conftest), 3 blocks unless told, in eval mode: ``vit(depth=3, seed=0, **timm_kwargs)``."""
+    return lambda depth=3, seed=0, **kw: tiny_vit(seed, depth, **kw).eval()
 
 
 def manual_attention(model, x, block):
@@ -45,8 +42,8 @@ def manual_attention(model, x, block):
 
 @pytest.mark.parametrize("block", [0, 1, -1])
 @pytest.mark.parametrize("kw", [{}, {"qk_norm": True}, {"reg_tokens": 2}])
-def test_matches_manual_non_fused(block, kw):
-    m = tiny_vit(**kw)
+def test_matches_manual_non_fused(block, kw, vit):
+    m = vit(**kw)
     x = torch.randn(3, 12, 32, 32, generator=torch.Generator().manual_seed(1))
     full = manual_attention(m, x, block)
     assert torch.allclose(full.sum(-1), torch.ones(full.shape[:-1]), atol=1e-5)  # rows sum to 1 over all tokens
@@ -63,8 +60,8 @@ def test_matches_manual_non_fused(block, kw):
     assert (maps.sum((-1, -2)) <= 1 + 1e-5).all()
 
 
-def test_fused_flags_outputs_and_other_blocks_unchanged(monkeypatch):
-    m = tiny_vit(depth=4)
+def test_fused_flags_outputs_and_other_blocks_unchanged(monkeypatch, vit):
+    m = vit(depth=4)
     flags = [b.attn.fused_attn for b in m.blocks]
     x = torch.randn(2, 12, 32, 32)
     with torch.no_grad():
@@ -91,19 +88,19 @@ def test_fused_flags_outputs_and_other_blocks_unchanged(monkeypatch):
     assert all(len(b.attn._forward_pre_hooks) == 0 for b in m.blocks)
 
 
-def test_hooks_removed_on_error():
-    m = tiny_vit()
+def test_hooks_removed_on_error(vit):
+    m = vit()
     with pytest.raises(RuntimeError):
         with capture_cls_attention(m, block=-1):
             m(torch.randn(1, 5, 32, 32))  # wrong channel count
     assert all(len(b.attn._forward_pre_hooks) == 0 for b in m.blocks)
 
 
-def test_block_index_and_no_cls_errors():
-    m = tiny_vit(depth=2)
+def test_block_index_and_no_cls_errors(vit):
+    m = vit(depth=2)
     with pytest.raises(IndexError, match="block=5"):
         cls_attention(m, torch.randn(1, 12, 32, 32), block=5)
-    nocls = tiny_vit(depth=2, class_token=False, global_pool="avg")
+    nocls = vit(depth=2, class_token=False, global_pool="avg")
     with pytest.raises(ValueError, match="CLS"):
         cls_attention(nocls, torch.randn(1, 12, 32, 32))
 
@@ -125,13 +122,13 @@ def test_spec_model_shapes_and_tokens():
     assert torch.allclose(tokens[:, :, 0, 1], feats[:, 1 + 1]) and torch.allclose(cls, feats[:, 0])
 
 
-def test_wrapper_with_backbone():
+def test_wrapper_with_backbone(vit):
     class Wrap(torch.nn.Module):
         def __init__(self, backbone):
             super().__init__()
             self.backbone = backbone
 
-    m = tiny_vit()
+    m = vit()
     x = torch.randn(1, 12, 32, 32)
     assert torch.equal(cls_attention(Wrap(m), x), cls_attention(m, x))
 
@@ -180,8 +177,8 @@ def test_upsample_modes():
         upsample_to_pixels(maps, 4, mode="cubic")
 
 
-def test_attention_maps_convenience():
-    m = tiny_vit()
+def test_attention_maps_convenience(vit):
+    m = vit()
     x = torch.randn(2, 12, 32, 32)
     out = attention_maps(m, x, mass=0.6, pixel_size="input")
     assert out.shape == (2, 3, 32, 32) and out.dtype == torch.bool
@@ -190,8 +187,8 @@ def test_attention_maps_convenience():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
-    m = tiny_vit()
+def test_cuda_matches_cpu(vit):
+    m = vit()
     x = torch.randn(2, 12, 32, 32)
     cpu = cls_attention(m, x)
     gpu = cls_attention(m.cuda(), x)

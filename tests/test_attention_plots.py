@@ -9,7 +9,6 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-import timm  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
@@ -22,12 +21,6 @@ from sarssl.analysis.attention_plots import (  # noqa: E402
     probe_summary,
 )
 from sarssl.data.products import IGNORE_INDEX  # noqa: E402
-
-
-def tiny_vit(seed: int = 0):
-    torch.manual_seed(seed)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, in_chans=12, num_classes=0, img_size=32,
-                             patch_size=8, depth=2).eval()
 
 
 def fake_samples(n: int = 3, size: int = 32, seed: int = 0) -> list[dict]:
@@ -50,8 +43,8 @@ def fake_samples(n: int = 3, size: int = 32, seed: int = 0) -> list[dict]:
     return out
 
 
-def test_collect_chips_shapes_masks_and_nan():
-    model = tiny_vit()
+def test_collect_chips_shapes_masks_and_nan(tiny_vit):
+    model = tiny_vit().eval()
     res = collect_chips(model, fake_samples(), [0, 2], mass=0.6)
     assert res["attn"].shape == (2, 3, 4, 4)
     assert torch.allclose(res["attn"].sum(dim=(-2, -1)), torch.ones(2, 3), atol=1e-5)
@@ -66,15 +59,15 @@ def test_collect_chips_shapes_masks_and_nan():
     assert model.training is False
 
 
-def test_collect_chips_missing_product_is_named():
+def test_collect_chips_missing_product_is_named(tiny_vit):
     samples = [{k: v for k, v in s.items() if k != "biomass"} for s in fake_samples(1)]
     with pytest.raises(KeyError, match="biomass"):
-        collect_chips(tiny_vit(), samples, [0])
+        collect_chips(tiny_vit().eval(), samples, [0])
 
 
 @pytest.mark.parametrize("thresholded", [False, True])
-def test_plot_attention_grid_layout(thresholded):
-    res = collect_chips(tiny_vit(), fake_samples(), [0, 1, 2])
+def test_plot_attention_grid_layout(thresholded, tiny_vit):
+    res = collect_chips(tiny_vit().eval(), fake_samples(), [0, 1, 2])
     fig = plot_attention_grid(res, channel="vv_summer", mean_db=np.full(12, -12.0), std_db=np.full(12, 3.0),
                               thresholded=thresholded)
     axes = np.array(fig.axes).reshape(3, -1)
@@ -129,14 +122,16 @@ def test_plot_correlation_heatmap_labels():
         plot_correlation_heatmap(pd.DataFrame())
 
 
-def test_compare_probes_labels_and_threads():
-    from sarssl.analysis.probes import extract_patch_features
+def test_compare_probes_labels_and_threads(tiny_vit):
+    from sarssl.analysis.patch_features import extract_patch_features
 
     from torch.utils.data import DataLoader
 
     samples = fake_samples(4)
-    feats = {name: (extract_patch_features(tiny_vit(seed), DataLoader(samples[:3], batch_size=3), progress=False),
-                    extract_patch_features(tiny_vit(seed), DataLoader(samples[3:], batch_size=1), progress=False))
+    feats = {name: (extract_patch_features(tiny_vit(seed).eval(), DataLoader(samples[:3], batch_size=3),
+                                           progress=False),
+                    extract_patch_features(tiny_vit(seed).eval(), DataLoader(samples[3:], batch_size=1),
+                                           progress=False))
              for name, seed in (("DINO", 0), ("random", 1))}
     before = torch.get_num_threads()
     tables = compare_probes(feats, steps=3, seed=0)

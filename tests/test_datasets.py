@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from m3leo_fixture import write_fixture  # noqa: E402
-
-from sarssl.data.datasets import M3LEODataset  # noqa: E402
-from sarssl.data.m3leo import read_splits  # noqa: E402
-from sarssl.data.products import IGNORE_INDEX, INPUT_CHANNELS  # noqa: E402
-from sarssl.data.transforms import Normalization  # noqa: E402
+from sarssl.data.datasets import M3LEODataset
+from sarssl.data.m3leo import read_splits
+from sarssl.data.products import IGNORE_INDEX, INPUT_CHANNELS
+from sarssl.data.transforms import Normalization
 
 
 @pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return write_fixture(tmp_path_factory.mktemp("ds"), n_chips=20, size=32, bad=True)
+def fx(tmp_path_factory, write_m3leo):
+    return write_m3leo(tmp_path_factory.mktemp("ds"), n_chips=20, size=32, bad=True)
 
 
 def make(fx, tmp_path, **kw):
@@ -161,7 +156,7 @@ def test_batch_decode_equals_sample_decode(fx, tmp_path):
         make(fx, tmp_path, decode="gpu", **kw)
 
 
-def test_layout_errors(fx, tmp_path):
+def test_layout_errors(fx, tmp_path, write_m3leo):
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         M3LEODataset(tmp_path / "nowhere", "fx", progress=False)
     with pytest.raises(FileNotFoundError, match="nope.*does not exist"):
@@ -171,7 +166,7 @@ def test_layout_errors(fx, tmp_path):
     with pytest.raises(FileNotFoundError, match="product folder.*s1grd-2019"):
         M3LEODataset(fx.layout.root, "fx", products=("s1grd-2019",), progress=False)
     # a garbled split file
-    bad = write_fixture(tmp_path / "garbled", n_chips=5, size=16, bad=False)
+    bad = write_m3leo(tmp_path / "garbled", n_chips=5, size=16, bad=False)
     bad.layout.split_csv.write_text("id;part\nx;train\n")
     with pytest.raises(ValueError, match="missing column"):
         M3LEODataset(bad.layout.root, "fx", progress=False)

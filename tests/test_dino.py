@@ -9,8 +9,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from sarssl.analysis.monitoring import knn_accuracy, knn_land_cover_accuracy, majority_class
 from sarssl.models.collapse import CollapseMonitor, collapse_status, teacher_entropy
+from sarssl.train.knn import knn_accuracy, knn_land_cover_accuracy, majority_class
 from sarssl.models.dino import (
     DINO, DINOHead, DINOLoss, teacher_momentum, teacher_temperature,
 )

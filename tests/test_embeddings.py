@@ -8,7 +8,6 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import timm  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -23,13 +22,7 @@ from sarssl.analysis.embeddings import (  # noqa: E402
 )
 
 
-def tiny_vit():
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, in_chans=12, num_classes=0,
-                             img_size=32, patch_size=8, depth=2)
-
-
-def test_chip_embeddings_cls_and_mean():
+def test_chip_embeddings_cls_and_mean(tiny_vit):
     m = tiny_vit().train()
     x = torch.randn(7, 12, 32, 32)
     cls = chip_embeddings(m, x, pool="cls", batch_size=3, progress=False)
@@ -48,7 +41,7 @@ def test_chip_embeddings_cls_and_mean():
         chip_embeddings(m, x, pool="max")
 
 
-def test_region_embeddings_labels():
+def test_region_embeddings_labels(tiny_vit):
     m = tiny_vit()
     emb, lab = region_embeddings(m, {"A": torch.randn(3, 12, 32, 32), "B": torch.randn(5, 12, 32, 32)},
                                  progress=False)

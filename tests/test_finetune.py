@@ -1,6 +1,5 @@
 """Fine-tuning: targets, masked losses and metrics, layer decay, frozen encoders, run_finetune end to end."""
 
-import dataclasses
 import math
 
 import numpy as np
@@ -11,19 +10,13 @@ from sarssl.data.products import IGNORE_INDEX
 from sarssl.data.simulate import simulate_region
 from sarssl.models.heads import SegmentationHead
 from sarssl.models.vit import create_encoder, spec_from_profile
-from sarssl.profiles import get_profile
 from sarssl.train.checkpoint import save_encoder
-from sarssl.train.finetune import (
-    TARGETS, FinetuneTask, layer_decay_groups, load_finetuned, predict_examples, run_finetune, target_tensors,
-    task_loss,
-)
+from sarssl.train.evaluation import predict_examples
+from sarssl.train.finetune import FinetuneTask, load_finetuned, run_finetune
+from sarssl.train.losses import target_tensors, task_loss
 from sarssl.train.metrics import RegressionMeter, SegmentationMeter
-
-
-def tiny_profile():
-    p = get_profile("smoke")
-    ft = dataclasses.replace(p.finetune, epochs=1, min_steps=2, batch_size=8, decoder_dim=16)
-    return p.with_overrides(finetune=ft)
+from sarssl.train.protocols import layer_decay_groups
+from sarssl.train.tasks import TARGETS
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +27,9 @@ def region(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mae_dir(tmp_path_factory):
+def mae_dir(tmp_path_factory, tiny_profile):
     d = tmp_path_factory.mktemp("mae")
-    spec = spec_from_profile(tiny_profile())
+    spec = spec_from_profile(tiny_profile)
     torch.manual_seed(3)
     save_encoder(spec.create().state_dict(), d, spec.to_dict())
     return d
@@ -135,15 +128,16 @@ def test_frozen_encoder_gets_no_grad():
 
 
 # ---------------------------------------------------------------------------------------------
-def test_run_finetune_scratch_vegetation(region, tmp_path):
-    prof = tiny_profile()
+def test_run_finetune_scratch_vegetation(region, tmp_path, tiny_profile):
+    prof = tiny_profile
     out = tmp_path / "run"
     r = run_finetune("vegetation", "scratch", "scratch", prof, region, "sim-a", limit_pct=50, seed=0,
                      out_dir=out, progress=False, cache_dir=tmp_path / "cache")
     assert r["method"] == "scratch" and r["steps"] >= 2 and r["n_tiles"] > 0
     assert np.isfinite(r["rmse"]) and r["rmse"] >= r["mae"] >= 0
     task = load_finetuned(out)
-    from sarssl.train.finetune import finetune_dataset, finetune_normalization, products_for
+    from sarssl.train.finetune_data import finetune_dataset, finetune_normalization
+    from sarssl.train.tasks import products_for
 
     norm = finetune_normalization(region, "sim-a", prof)
     ds = finetune_dataset(region, "sim-a", "test", products_for("vegetation"), norm, cache_dir=tmp_path / "cache")
@@ -151,8 +145,8 @@ def test_run_finetune_scratch_vegetation(region, tmp_path):
     assert len(rows) == 2 and rows[0]["pred"].shape == (32, 32) and np.isfinite(rows[0]["pred_value"])
 
 
-def test_run_finetune_linear_landcover_pretrained(region, mae_dir, tmp_path):
-    prof = tiny_profile()
+def test_run_finetune_linear_landcover_pretrained(region, mae_dir, tmp_path, tiny_profile):
+    prof = tiny_profile
     r = run_finetune("landcover", "linear", "mae", prof, region, "sim-a", limit_pct=100, seed=1,
                      pretrained={"mae": mae_dir}, progress=False, cache_dir=tmp_path / "cache",
                      eval_regions={"again": (region, "sim-a")})
@@ -164,7 +158,7 @@ def test_run_finetune_linear_landcover_pretrained(region, mae_dir, tmp_path):
     assert 0 <= k["accuracy"] <= 1 and k["steps"] == 0
 
 
-def test_strict_encoder_loading(region, mae_dir, tmp_path):
+def test_strict_encoder_loading(region, mae_dir, tmp_path, tiny_profile):
     bad = tmp_path / "bad"
     state = torch.load(mae_dir / "encoder.pth", weights_only=True)
     state["extra.weight"] = torch.zeros(1)
@@ -172,10 +166,10 @@ def test_strict_encoder_loading(region, mae_dir, tmp_path):
 
     save_encoder(state, bad, json.loads((mae_dir / "encoder.json").read_text()))
     with pytest.raises(RuntimeError, match="extra"):
-        run_finetune("vegetation", "linear", bad, tiny_profile(), region, "sim-a", progress=False,
+        run_finetune("vegetation", "linear", bad, tiny_profile, region, "sim-a", progress=False,
                      cache_dir=tmp_path / "cache")
     with pytest.raises(FileNotFoundError, match="encoder.pth"):
-        run_finetune("vegetation", "linear", tmp_path / "nowhere", tiny_profile(), region, "sim-a", progress=False)
+        run_finetune("vegetation", "linear", tmp_path / "nowhere", tiny_profile, region, "sim-a", progress=False)
     with pytest.raises(ValueError, match="classification"):
-        run_finetune("vegetation", "knn", mae_dir, tiny_profile(), region, "sim-a", progress=False,
+        run_finetune("vegetation", "knn", mae_dir, tiny_profile, region, "sim-a", progress=False,
                      cache_dir=tmp_path / "cache")

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from m3leo_fixture import write_fixture  # noqa: E402
-
-from sarssl.data import m3leo  # noqa: E402
-from sarssl.data.layout import AOILayout  # noqa: E402
-from sarssl.data.products import (  # noqa: E402
+from sarssl.data import m3leo
+from sarssl.data.layout import AOILayout
+from sarssl.data.products import (
     IGNORE_INDEX, INPUT_CHANNELS, LCCI_CODES, S1GRD_BANDS, decode_lcci, decode_modis_treecover, decode_s1,
     decode_s2rgb, decode_worldcover, encode_modis_treecover, encode_s1, encode_worldcover,
 )
 
 
 @pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return write_fixture(tmp_path_factory.mktemp("m3leo"), n_chips=10, size=32, bad=False)
+def fx(tmp_path_factory, write_m3leo):
+    return write_m3leo(tmp_path_factory.mktemp("m3leo"), n_chips=10, size=32, bad=False)
 
 
 # -- decoder round trips ---------------------------------------------------------------------

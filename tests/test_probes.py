@@ -1,26 +1,21 @@
-"""Tests for sarssl.analysis.probes (pooling, probes, metrics, tables, head correlations)."""
+"""Tests for sarssl.analysis.patch_features, .probes and .correlation (pooling, probes, tables, head
+correlations); the probe metrics are tested in test_metrics.py."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import timm
 import torch
 from torch.utils.data import DataLoader
 
-from sarssl.analysis.probes import (
+from sarssl.analysis.correlation import head_product_correlation
+from sarssl.analysis.patch_features import (
     PatchFeatures,
-    evaluate_probe,
     extract_patch_features,
-    fit_probe,
-    head_product_correlation,
-    mean_iou,
     pool_classes,
     pool_continuous,
-    probe_table,
-    regression_metrics,
     split_chips,
 )
+from sarssl.analysis.probes import evaluate_probe, fit_probe, probe_table
 from sarssl.data.products import IGNORE_INDEX
 
 
@@ -49,25 +44,7 @@ def test_pool_continuous_masked_mean():
     assert m2.shape == (1, 2, 1, 1) and m2[0, 1].item() == pytest.approx(6.0)
 
 
-# ---------------------------------------------------------------- metrics
-def test_mean_iou_with_ignore():
-    target = torch.tensor([0, 0, 1, 1, IGNORE_INDEX, IGNORE_INDEX])
-    pred = torch.tensor([0, 1, 1, 1, 2, 2])  # predictions on ignored pixels must not count
-    # class 0: inter 1, union 2 -> 0.5; class 1: inter 2, union 3 -> 2/3; class 2 absent everywhere
-    assert mean_iou(pred, target, n_classes=3) == pytest.approx((0.5 + 2 / 3) / 2)
-    assert mean_iou(target.clamp_min(0), target, n_classes=3) == pytest.approx(1.0)
-
-
-def test_regression_metrics_by_hand():
-    t = torch.tensor([0.0, 1.0, 2.0, 3.0])
-    p = torch.tensor([0.0, 1.0, 2.0, 5.0])
-    m = regression_metrics(p, t, data_range=4.0)
-    mse = 4 / 4
-    assert m["rmse"] == pytest.approx(np.sqrt(mse))
-    assert m["r2"] == pytest.approx(1 - 4 / 5)
-    assert m["psnr"] == pytest.approx(10 * np.log10(16 / mse))
-
-
+# ---------------------------------------------------------------- probe evaluation
 def test_evaluate_excludes_masked_patches():
     g = torch.Generator().manual_seed(0)
     f = torch.randn(6, 4, 3, 3, generator=g)
@@ -154,13 +131,7 @@ def make_samples(n=12, size=32, seed=0):
     return out
 
 
-def tiny_vit():
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, in_chans=12, num_classes=0,
-                             img_size=32, patch_size=8, depth=2)
-
-
-def test_extract_and_probe_table():
+def test_extract_and_probe_table(tiny_vit):
     samples = make_samples()
     loader = DataLoader(samples, batch_size=5)
     model = tiny_vit().train()

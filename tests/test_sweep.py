@@ -1,7 +1,5 @@
 """The label-efficiency sweep: one row per run and region, resume, identical subsets, plots, summaries."""
 
-import dataclasses
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -16,39 +14,32 @@ import sarssl.train.finetune as finetune_mod  # noqa: E402
 from sarssl.data.simulate import simulate_region  # noqa: E402
 from sarssl.models.vit import spec_from_profile  # noqa: E402
 from sarssl.plots import plot_label_efficiency, plot_per_class_iou, plot_sweep  # noqa: E402
-from sarssl.profiles import get_profile  # noqa: E402
 from sarssl.train.checkpoint import save_encoder  # noqa: E402
 from sarssl.train.sweep import (  # noqa: E402
     append_rows, finished_runs, label_savings, plan_runs, read_results, run_sweep, summarize,
 )
 
 
-def tiny_profile():
-    p = get_profile("smoke")
-    ft = dataclasses.replace(p.finetune, epochs=1, min_steps=2, batch_size=8, decoder_dim=16)
-    return p.with_overrides(finetune=ft)
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_profile):
     base = tmp_path_factory.mktemp("sweep")
     simulate_region(base / "a", aoi="sim-a", n_chips=32, chip_size=32, seed=0, progress=False)
     simulate_region(base / "b", aoi="sim-b", n_chips=24, chip_size=32, seed=1, progress=False)
-    spec = spec_from_profile(tiny_profile())
+    spec = spec_from_profile(tiny_profile)
     runs = {}
     for i, m in enumerate(("mae", "dino")):
         torch.manual_seed(10 + i)
         save_encoder(spec.create().state_dict(), base / m, spec.to_dict())
         runs[m] = base / m
-    return base, runs
+    return base, runs, tiny_profile
 
 
-def _sweep(base, runs, csv, **kw):
+def _sweep(base, runs, profile, csv, **kw):
     args = dict(methods=("scratch", "mae", "dino"), fractions=(50, 100), seeds=(0,),
                 tasks=("vegetation", "landcover"), protocol="linear", pretrained=runs, aoi="sim-a",
                 ood=(base / "b", "sim-b"), cache_dir=base / "cache", progress=False)
     args.update(kw)
-    return run_sweep(tiny_profile(), base / "a", csv, **args)
+    return run_sweep(profile, base / "a", csv, **args)
 
 
 def test_plan_and_bad_protocol():
@@ -61,7 +52,7 @@ def test_plan_and_bad_protocol():
 
 
 def test_sweep_rows_resume_and_subsets(setup, tmp_path, monkeypatch):
-    base, runs = setup
+    base, runs, profile = setup
     csv = tmp_path / "sweep.csv"
     seen = []
     real = finetune_mod.train_and_evaluate
@@ -71,9 +62,9 @@ def test_sweep_rows_resume_and_subsets(setup, tmp_path, monkeypatch):
         return real(task, protocol, encoder, profile, train, evals, seed=seed, **kw)
 
     monkeypatch.setattr(finetune_mod, "train_and_evaluate", spy)
-    part = _sweep(base, runs, csv, max_runs=5)
+    part = _sweep(base, runs, profile, csv, max_runs=5)
     assert len(part) == 5 * 2  # 5 runs x 2 regions
-    df = _sweep(base, runs, csv)
+    df = _sweep(base, runs, profile, csv)
     n_runs = 2 * 3 * 2
     assert len(df) == n_runs * 2 and len(seen) == n_runs
     keys = ["task", "method", "protocol", "limit_pct", "seed", "region"]
@@ -96,7 +87,7 @@ def test_sweep_rows_resume_and_subsets(setup, tmp_path, monkeypatch):
     # resume: a finished sweep trains nothing and leaves the file as it is
     before = csv.read_bytes()
     seen.clear()
-    again = _sweep(base, runs, csv)
+    again = _sweep(base, runs, profile, csv)
     assert seen == [] and csv.read_bytes() == before and len(again) == len(df)
 
 

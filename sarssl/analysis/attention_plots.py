@@ -9,7 +9,7 @@
 - :func:`probe_summary`: several :func:`sarssl.analysis.probes.probe_table` results side by side,
   one row per (product, metric), one column per feature set.
 - :func:`plot_correlation_heatmap`: a head x product table (from
-  :func:`sarssl.analysis.probes.head_product_correlation`) as an annotated heatmap.
+  :func:`sarssl.analysis.correlation.head_product_correlation`) as an annotated heatmap.
 
 Every ``plot_*`` function returns its matplotlib ``Figure``.
 """
@@ -25,19 +25,18 @@ import torch
 from matplotlib.colors import BoundaryNorm, ListedColormap
 
 from sarssl.analysis.dino_plots import channel_label, to_db
-from sarssl.data.products import IGNORE_INDEX, INPUT_CHANNELS, LCCI_CODES
+from sarssl.data.products import IGNORE_INDEX, INPUT_CHANNELS, LABEL_SPECS, LCCI_CODES
 
 __all__ = ["PRODUCT_COLUMNS", "PRODUCT_METRICS", "collect_chips", "plot_attention_grid", "compare_probes",
            "probe_summary", "plot_correlation_heatmap"]
 
 #: products shown after the heads, in the study's order (dataset keys)
-PRODUCT_COLUMNS = ("s2rgb", "worldcover", "lcci", "treecover", "biomass", "built")
+PRODUCT_COLUMNS = tuple(LABEL_SPECS)
 _TITLES = {"s2rgb": "Sentinel-2 RGB", "worldcover": "WorldCover\n(high-res LC)", "lcci": "CCI\n(medium-res LC)",
            "treecover": "tree cover [%]", "biomass": "biomass [Mg/ha]", "built": "built [fraction]"}
 _CMAPS = {"treecover": ("Greens", 0.0, 100.0), "biomass": ("YlGn", 0.0, None), "built": ("Purples", 0.0, 1.0)}
 #: the metrics :func:`probe_summary` reports per product (first = headline metric)
-PRODUCT_METRICS = {"s2rgb": ("r2", "psnr"), "worldcover": ("miou",), "lcci": ("miou",),
-                   "treecover": ("r2", "rmse"), "biomass": ("r2", "rmse"), "built": ("r2", "rmse")}
+PRODUCT_METRICS = {k: s.metrics for k, s in LABEL_SPECS.items()}
 
 
 def collect_chips(encoder: torch.nn.Module, dataset, indices: Sequence[int], mass: float = 0.6, block: int = -1,
@@ -184,7 +183,8 @@ def compare_probes(features: Mapping[str, tuple], kinds: Mapping[str, Sequence[s
     threads while fitting (tiny matrix products run faster on one thread, most of all on a busy
     machine); the previous setting is restored.
     """
-    from sarssl.analysis.probes import FEATURE_KINDS, probe_table
+    from sarssl.analysis.patch_features import FEATURE_KINDS
+    from sarssl.analysis.probes import probe_table
 
     if not features:
         raise ValueError("compare_probes: no features given")

@@ -38,7 +38,9 @@ def region_transfer(encoder: nn.Module, profile, source: tuple, targets: dict, t
         ``in_region``, ``n_chips``, ``distance`` (to the source's train chips) and the task's metrics.
     """
     from sarssl.train.featurebank import extract_bank
-    from sarssl.train.finetune import build_head, finetune_dataset, finetune_normalization, train_and_evaluate
+    from sarssl.train.finetune import train_and_evaluate
+    from sarssl.train.finetune_data import finetune_dataset, finetune_normalization
+    from sarssl.train.protocols import build_head
     from sarssl.train.tasks import FROZEN_PROTOCOLS, get_target, products_for
 
     spec = get_target(task)

@@ -25,45 +25,30 @@ import xarray as xr
 
 from sarssl.data.layout import SPLITS, AOILayout
 from sarssl.data.products import (
-    GHS_NODATA,
     INPUT_CHANNELS,
     PASSES,
     PRODUCT_FAMILIES,
+    PRODUCT_SPECS,
     S1GRD_BANDS,
     SEASONS,
-    decode_lcci,
-    decode_modis_treecover,
-    decode_s1,
-    decode_s2rgb,
-    decode_worldcover,
     product_family,
+    product_spec,
 )
 
 __all__ = [
-    "EXPECTED_DTYPES", "LABEL_KEYS", "ALL_PRODUCTS", "ChipGrid", "available_products", "read_splits",
+    "EXPECTED_DTYPES", "ALL_PRODUCTS", "ChipGrid", "available_products", "read_splits",
     "read_chips_geojson", "open_product", "decode_array", "s2rgb_annual_median", "channel_names",
     "channel_specs", "build_input_channels", "label_fraction_ids", "nearest_index", "read_record",
     "check_header", "default_products", "ChipReading", "chip_reading",
 ]
 
-#: storage dtype per product family (see the table in :mod:`sarssl.data.products`)
-EXPECTED_DTYPES = {
-    "s1grd": "uint8", "esaworldcover": "uint8", "modis44b006veg": "uint8", "biomass": "float32",
-    "ghsbuilts": "uint16", "s2rgbm": "uint8", "lcci": "uint8",
-}
-#: sample-dict key of each label family
-LABEL_KEYS = {
-    "esaworldcover": "worldcover", "lcci": "lcci", "modis44b006veg": "treecover", "biomass": "biomass",
-    "ghsbuilts": "built", "s2rgbm": "s2rgb",
-}
+#: storage dtype per product family (from the registry :data:`sarssl.data.products.PRODUCT_SPECS`)
+EXPECTED_DTYPES = {f: s.dtype for f, s in PRODUCT_SPECS.items()}
 
 
 def default_products(year: int = 2020) -> tuple[str, ...]:
     """The seven products the simulator writes, for ``year``: S1 first, then the labels."""
-    return (
-        f"s1grd-{year}", f"esaworldcover-{year}", "modis44b006veg", f"biomass-{year}",
-        f"ghsbuilts-{year}", f"s2rgbm-{year}", f"lcci-{year}",
-    )
+    return tuple(s.folder_name(year) for s in PRODUCT_SPECS.values())
 
 
 ALL_PRODUCTS = default_products(2020)
@@ -137,7 +122,7 @@ def read_chips_geojson(layout: AOILayout) -> dict:
 # Decoding to physical values
 # --------------------------------------------------------------------------------------------
 def _band_names(family: str, count: int, descriptions) -> list[str]:
-    names = PRODUCT_FAMILIES[family][0]
+    names = PRODUCT_SPECS[family].bands
     if names is None:  # MODIS: bands are years
         return [d if d else f"band{i + 1}" for i, d in enumerate(descriptions)]
     if len(names) != count:
@@ -151,27 +136,13 @@ def decode_array(family: str, raw: np.ndarray) -> np.ndarray:
     s1grd: dB float32 (NaN no-data); esaworldcover / lcci: int64 classes (IGNORE_INDEX no-data);
     modis44b006veg: percent tree cover float32 (water -> 0, fill -> NaN); biomass: Mg/ha float32
     (NaN no-data); ghsbuilts: built-up fraction 0..1 float32 (m^2 / 100, NaN no-data);
-    s2rgbm: reflectance-like 0..1 float32 (all-zero months -> NaN).
+    s2rgbm: reflectance-like 0..1 float32 (all-zero months -> NaN). The decoder of each family is
+    its :attr:`~sarssl.data.products.ProductSpec.decoder`.
     """
-    if family == "s1grd":
-        return decode_s1(raw)
-    if family == "esaworldcover":
-        return decode_worldcover(raw)
-    if family == "lcci":
-        return decode_lcci(raw)
-    if family == "modis44b006veg":
-        return decode_modis_treecover(raw)
-    if family == "biomass":
-        out = raw.astype(np.float32)
-        out[~np.isfinite(out)] = np.nan
-        return out
-    if family == "ghsbuilts":
-        out = raw.astype(np.float32) / np.float32(100.0)
-        out[raw == GHS_NODATA] = np.nan
-        return np.clip(out, 0.0, 1.0, where=np.isfinite(out), out=out)
-    if family == "s2rgbm":
-        return decode_s2rgb(raw).reshape(raw.shape)
-    raise ValueError(f"no decoder for product family {family!r}")
+    if family not in PRODUCT_SPECS:
+        raise ValueError(f"no decoder for product family {family!r}")
+    out = PRODUCT_SPECS[family].decoder(raw)
+    return out.reshape(raw.shape) if out.shape != raw.shape else out
 
 
 def open_product(layout: AOILayout, product: str, identifier: str) -> xr.DataArray:
@@ -203,7 +174,7 @@ def open_product(layout: AOILayout, product: str, identifier: str) -> xr.DataArr
                       name=product)
     da = da.rio.write_crs(raw.rio.crs).rio.write_transform(raw.rio.transform())
     da.attrs.update(product=product, identifier=identifier, aoi=layout.aoi, source=str(path))
-    if family in ("esaworldcover", "lcci"):
+    if PRODUCT_SPECS[family].kind == "classes":
         da.attrs["nodata_class"] = -100
     return da
 
@@ -339,15 +310,10 @@ def nearest_index(src: ChipGrid, dst: ChipGrid, what: str = "raster") -> tuple[n
     return rows, cols
 
 
-def _expected_count(family: str) -> int | None:
-    names = PRODUCT_FAMILIES[family][0]
-    return None if names is None else len(names)
-
-
 def check_header(src, product: str) -> str | None:
     """Validate an open rasterio dataset for ``product``; a reason string when bad, else ``None``."""
     family = product_family(product)
-    n = _expected_count(family)
+    n = PRODUCT_SPECS[family].band_count
     if n is not None and src.count != n:
         return f"band_count: expected {n} bands, found {src.count}"
     if n is None and src.count < 1:
@@ -383,16 +349,10 @@ def s2_median_codes(codes: np.ndarray) -> np.ndarray:
     return out
 
 
-#: record key -> (dtype, bands) of the compact arrays :func:`read_record` returns
-RECORD_LAYOUT = {
-    "s1grd": ("s1", np.uint8, len(S1GRD_BANDS)),
-    "esaworldcover": ("worldcover", np.uint8, None),
-    "lcci": ("lcci", np.uint8, None),
-    "modis44b006veg": ("treecover", np.uint8, None),
-    "biomass": ("biomass", np.float32, None),
-    "ghsbuilts": ("built", np.uint16, None),
-    "s2rgbm": ("s2rgb", np.uint8, 4),
-}
+#: product family -> (record key, dtype, bands) of the compact arrays :func:`read_record` returns:
+#: the storage dtype; S1 keeps its 16 bands, S2 becomes median RGB codes + a valid flag (4), the rest one band
+RECORD_LAYOUT = {f: (s.key, np.dtype(s.dtype).type, {"s1grd": len(S1GRD_BANDS), "s2rgbm": 4}.get(f))
+                 for f, s in PRODUCT_SPECS.items()}
 
 
 def reference_product(products) -> str:
@@ -401,7 +361,7 @@ def reference_product(products) -> str:
         if product_family(p) == "s1grd":
             return p
     for p in products:
-        if PRODUCT_FAMILIES[product_family(p)][1] == 10.0:
+        if product_spec(p).pixel_size == 10.0:
             return p
     raise ValueError(f"products {list(products)} hold no 10 m product to define the chip grid")
 

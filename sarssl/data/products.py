@@ -17,9 +17,20 @@ product                dtype    grid         values
 ``s2rgbm-<year>``      uint8    10 m         monthly median RGB, 36 bands ``<month>_<colour>``; 0,0,0 = no-data
 ``lcci-<year>``        uint8    300 m        ESA CCI land cover LCCS codes; 0 = no-data
 =====================  =======  ===========  ==========================================================
+
+The registry :data:`PRODUCT_SPECS` holds one :class:`ProductSpec` per family (folder name, bands,
+pixel size, storage dtype and no-data, decoder, kind, sample key, headline metric); the other
+product tables of the package (:data:`PRODUCT_FAMILIES`, ``m3leo.EXPECTED_DTYPES``,
+``m3leo.default_products``, ``train.tasks.TARGETS``, the probe products) derive from it. To add a
+product: its encoder/decoder here, a ``ProductSpec`` in :data:`PRODUCT_SPECS`, and its compact record
+in ``m3leo.read_chip_array`` / ``datasets``.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -178,18 +189,131 @@ def decode_lcci(codes: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Product families and native pixel sizes
+# ESA CCI above-ground biomass and GHS built-up surface: decoders
 # --------------------------------------------------------------------------------------------
+def decode_biomass(values: np.ndarray) -> np.ndarray:
+    """Biomass storage values (float32 Mg/ha) -> float32 Mg/ha; non-finite values -> NaN."""
+    out = values.astype(np.float32)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def decode_ghs_built(codes: np.ndarray) -> np.ndarray:
+    """GHS built-up m^2 per 10 m cell (uint16) -> built-up fraction 0..1 (float32); 65535 -> NaN."""
+    out = codes.astype(np.float32) / np.float32(100.0)
+    out[codes == GHS_NODATA] = np.nan
+    return np.clip(out, 0.0, 1.0, where=np.isfinite(out), out=out)
+
+
+# --------------------------------------------------------------------------------------------
+# The product registry: one ProductSpec per product family
+# --------------------------------------------------------------------------------------------
+#: What a product holds: the network input, class maps, continuous maps or colour images.
+PRODUCT_KINDS = ("input", "classes", "continuous", "rgb")
+
+
+@dataclass(frozen=True)
+class ProductSpec:
+    """Everything the package knows about one product family; the other product tables derive from it.
+
+    ``family`` is the folder-name prefix and ``folder`` the folder name (``{year}`` filled in for
+    yearly products). ``bands``: band names in storage order (None: the bands are years, as for
+    MODIS). ``pixel_size``: native pixel size in metres. ``dtype`` and ``nodata``: the GeoTIFF
+    storage type and its no-data value (NaN for float products). ``decoder``: storage codes ->
+    physical values (:func:`sarssl.data.m3leo.decode_array`). ``kind``: one of
+    :data:`PRODUCT_KINDS`. ``key``: the product's key in dataset samples and records. ``title`` and
+    ``unit``: for tables. ``class_names``: of a class product, in class-index order. ``metrics``:
+    what a patch probe reports for it, the headline metric first.
+    """
+
+    family: str
+    folder: str
+    bands: tuple[str, ...] | None
+    pixel_size: float
+    dtype: str
+    nodata: float
+    decoder: Callable[[np.ndarray], np.ndarray]
+    kind: str
+    key: str
+    title: str
+    unit: str = ""
+    class_names: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in PRODUCT_KINDS:
+            raise ValueError(f"product {self.family!r}: kind must be one of {PRODUCT_KINDS}, got {self.kind!r}")
+
+    @property
+    def pattern(self) -> str:
+        """Regular expression of the product's folder names (``s1grd-\\d{4}``, ``modis44b006veg``)."""
+        return re.escape(self.family) + (r"-\d{4}" if "{year}" in self.folder else "")
+
+    def folder_name(self, year: int = 2020) -> str:
+        """The product folder for ``year`` (``"s1grd-2020"``; MODIS has one folder for every year)."""
+        return self.folder.format(year=year)
+
+    def matches(self, product: str) -> bool:
+        """Whether ``product`` is a folder name of this family."""
+        return re.fullmatch(self.pattern, product) is not None
+
+    @property
+    def band_count(self) -> int | None:
+        """Number of stored bands (None when the bands are years)."""
+        return None if self.bands is None else len(self.bands)
+
+    @property
+    def n_classes(self) -> int | None:
+        return len(self.class_names) if self.kind == "classes" else None
+
+    @property
+    def valid_key(self) -> str | None:
+        """Sample key of the product's bool mask; None for class maps (the ignore index marks no-data)."""
+        return None if self.kind == "classes" else f"{self.key}_valid"
+
+    @property
+    def task(self) -> str:
+        """How a probe predicts it: ``"classification"`` for class maps, else ``"regression"``."""
+        return "classification" if self.kind == "classes" else "regression"
+
+    @property
+    def data_range(self) -> float | None:
+        """Value range for PSNR (colour images in 0..1), else None."""
+        return 1.0 if self.kind == "rgb" else None
+
+    @property
+    def headline(self) -> str | None:
+        """The headline probe metric (the first of ``metrics``)."""
+        return self.metrics[0] if self.metrics else None
+
+
+_REGRESSION = ("r2", "rmse")
+
+#: product family -> spec, in the order the simulator writes the products (S1 first, then the labels)
+PRODUCT_SPECS: dict[str, ProductSpec] = {s.family: s for s in (
+    ProductSpec("s1grd", "s1grd-{year}", S1GRD_BANDS, 10.0, "uint8", S1_NODATA, decode_s1, "input", "s1",
+                "Sentinel-1 GRD seasonal medians", "dB"),
+    ProductSpec("esaworldcover", "esaworldcover-{year}", ("map",), 10.0, "uint8", WORLDCOVER_NODATA,
+                decode_worldcover, "classes", "worldcover", "high-res land cover", class_names=WORLDCOVER_NAMES,
+                metrics=("miou",)),
+    ProductSpec("modis44b006veg", "modis44b006veg", None, 250.0, "uint8", MODIS_FILL, decode_modis_treecover,
+                "continuous", "treecover", "tree cover (%)", "%", metrics=_REGRESSION),
+    ProductSpec("biomass", "biomass-{year}", BIOMASS_BANDS, 100.0, "float32", float("nan"), decode_biomass,
+                "continuous", "biomass", "biomass (Mg/ha)", "Mg/ha", metrics=_REGRESSION),
+    ProductSpec("ghsbuilts", "ghsbuilts-{year}", ("built_surface",), 10.0, "uint16", GHS_NODATA, decode_ghs_built,
+                "continuous", "built", "built surface (fraction)", "fraction", metrics=_REGRESSION),
+    ProductSpec("s2rgbm", "s2rgbm-{year}", S2RGB_BANDS, 10.0, "uint8", 0, decode_s2rgb, "rgb", "s2rgb",
+                "Sentinel-2 RGB", metrics=("r2", "psnr")),
+    ProductSpec("lcci", "lcci-{year}", ("lccs_class",), 300.0, "uint8", LCCI_NODATA, decode_lcci, "classes", "lcci",
+                "medium-res land cover", class_names=tuple(LCCI_NAMES[c] for c in LCCI_CODES), metrics=("miou",)),
+)}
+
+#: The six label products in the study's order (its attention figure and probe tables), by sample key.
+LABEL_SPECS: dict[str, ProductSpec] = {PRODUCT_SPECS[f].key: PRODUCT_SPECS[f] for f in (
+    "s2rgbm", "esaworldcover", "lcci", "modis44b006veg", "biomass", "ghsbuilts")}
+
 #: product family -> (band names or None when bands are years, native pixel size in metres)
-PRODUCT_FAMILIES = {
-    "s1grd": (S1GRD_BANDS, 10.0),
-    "esaworldcover": (("map",), 10.0),
-    "modis44b006veg": (None, 250.0),
-    "biomass": (BIOMASS_BANDS, 100.0),
-    "ghsbuilts": (("built_surface",), 10.0),
-    "s2rgbm": (S2RGB_BANDS, 10.0),
-    "lcci": (("lccs_class",), 300.0),
-}
+PRODUCT_FAMILIES = {f: (s.bands, s.pixel_size) for f, s in PRODUCT_SPECS.items()}
 
 
 def product_family(product: str) -> str:
@@ -201,3 +325,8 @@ def product_family(product: str) -> str:
             + ", ".join(f"{f}-<year>" if f != "modis44b006veg" else f for f in PRODUCT_FAMILIES)
         )
     return family
+
+
+def product_spec(product: str) -> ProductSpec:
+    """The :class:`ProductSpec` of a product folder name or family (``"s1grd-2020"`` or ``"s1grd"``)."""
+    return PRODUCT_SPECS[product_family(product)]

@@ -450,9 +450,9 @@ def prepare_dino(profile, train_dataset, knn_train=None, knn_test=None, out_dir=
     augmentations). The crops come from :class:`~sarssl.data.multicrop.MultiCropDataset` in the
     DataLoader workers, seeded by ``(seed, epoch, index)``. With ``knn_train`` (labelled with
     ``worldcover``), each epoch end logs the teacher's k-NN land-cover accuracy
-    (:func:`sarssl.analysis.monitoring.knn_land_cover_accuracy`; ``knn_test`` optional).
+    (:func:`sarssl.train.knn.knn_land_cover_accuracy`; ``knn_test`` optional).
     """
-    from sarssl.analysis.monitoring import knn_land_cover_accuracy
+    from sarssl.train.knn import knn_land_cover_accuracy
     from sarssl.data.multicrop import MultiCrop, MultiCropDataset
 
     norm = getattr(train_dataset, "norm", None)

@@ -17,14 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from sarssl.data.products import LABEL_SPECS
 from sarssl.models.heads import vit_features
 
 __all__ = ["FeatureBank", "extract_bank", "BankLoader", "LABEL_KEYS"]
 
-#: Sample keys kept as labels in a bank (when the dataset provides them).
-LABEL_KEYS = ("worldcover", "lcci", "treecover", "treecover_valid", "biomass", "biomass_valid", "built",
-              "built_valid")
-FEATURE_KEYS = ("cls", "mean", "grid")
+#: Sample keys kept as labels in a bank (when the dataset provides them): the class maps, then the
+#: continuous maps with their masks (Sentinel-2 RGB is no fine-tuning label).
+LABEL_KEYS = tuple(k for kind in ("classes", "continuous") for s in LABEL_SPECS.values() if s.kind == kind
+                   for k in (s.key, s.valid_key) if k)
 
 
 @dataclass

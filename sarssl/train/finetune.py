@@ -1,10 +1,10 @@
-"""Fine-tuning with few labels: targets, protocols, the engine task, evaluation and ``run_finetune``.
+"""Fine-tuning with few labels: the engine task and one run (``train_and_evaluate``, ``run_finetune``).
 
-Targets (:data:`TARGETS`): ``vegetation`` (the study's target: the tile mean of MODIS percent tree
-cover, RMSE loss), ``vegetation_pixel``, ``biomass`` and ``built`` (per-pixel regression), and
-``landcover`` (11 ESA WorldCover classes, cross-entropy with the no-data ignore index).
+Targets (:data:`sarssl.train.tasks.TARGETS`): ``vegetation`` (the study's target: the tile mean of
+MODIS percent tree cover, RMSE loss), ``vegetation_pixel``, ``biomass`` and ``built`` (per-pixel
+regression), and ``landcover`` (11 ESA WorldCover classes, cross-entropy with the no-data ignore index).
 
-Protocols (:data:`PROTOCOLS`):
+Protocols (:data:`sarssl.train.tasks.PROTOCOLS`):
 
 - ``finetune``: every weight trained, layer-wise lr decay on the encoder (block ``i`` of ``L`` gets
   ``layer_decay ** (L + 1 - (i + 1))``; patch/position embeddings the smallest, the head 1);
@@ -17,6 +17,11 @@ Protocols (:data:`PROTOCOLS`):
 Frozen protocols train on cached features (:mod:`sarssl.train.featurebank`), so a run costs
 the head's training only. Losses and metrics skip no-data (``*_valid`` masks, the ignore index).
 Regression heads predict ``value / scale`` (scale per target) and metrics are in product units.
+
+The pieces: targets and losses :mod:`sarssl.train.losses`; heads and layer-decay groups per
+protocol :mod:`sarssl.train.protocols`; evaluation and example predictions
+:mod:`sarssl.train.evaluation`; normalisation and labelled subsets :mod:`sarssl.train.finetune_data`;
+metrics :mod:`sarssl.train.metrics`.
 """
 
 from __future__ import annotations
@@ -29,115 +34,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sarssl.data.products import IGNORE_INDEX, WORLDCOVER_NAMES
-from sarssl.models.heads import PixelRegressionHead, SegmentationHead, TileRegressionHead
-from sarssl.models.task import TrainTask, is_no_decay, param_groups_weight_decay
-from sarssl.train.metrics import ClassificationMeter, RegressionMeter, SegmentationMeter
-from sarssl.train.tasks import FROZEN_PROTOCOLS, PROTOCOLS, TARGETS, TargetSpec, get_target, products_for
+from sarssl.models.task import TrainTask, param_groups_weight_decay
+from sarssl.train.evaluation import evaluate
+from sarssl.train.finetune_data import finetune_dataset, finetune_normalization
+from sarssl.train.losses import target_tensors, task_loss
+from sarssl.train.metrics import knn_metrics
+from sarssl.train.protocols import build_head, layer_decay_groups
+from sarssl.train.tasks import FROZEN_PROTOCOLS, PROTOCOLS, TargetSpec, get_target, products_for
 
-__all__ = ["TargetSpec", "TARGETS", "PROTOCOLS", "FROZEN_PROTOCOLS", "target_tensors", "task_loss", "build_head",
-           "layer_decay_groups", "FinetuneTask", "evaluate", "knn_metrics", "load_init_encoder",
-           "finetune_normalization", "finetune_dataset", "products_for", "finetune_train_config",
-           "train_and_evaluate", "run_finetune", "load_finetuned", "predict_examples", "FinetuneRun"]
-
-# --------------------------------------------------------------------------------------------
-# Targets and losses
-# --------------------------------------------------------------------------------------------
-def target_tensors(batch: dict, spec: TargetSpec, min_valid: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """(target, valid) of a batch in product units.
-
-    tile: (B,) mean over valid pixels, valid where at least ``min_valid`` of the pixels are;
-    pixel: (B, H, W) float + mask; segmentation: (B, H, W) int64 (IGNORE_INDEX kept) + mask.
-    """
-    if spec.key not in batch:
-        raise KeyError(f"the batch has no {spec.key!r} label (product {spec.product!r}); keys: {sorted(batch)}")
-    y = batch[spec.key]
-    if spec.kind == "segmentation":
-        y = y.long()
-        return y, y != IGNORE_INDEX
-    valid = batch[spec.valid_key].bool() if spec.valid_key else torch.isfinite(y)
-    y = torch.where(valid, torch.nan_to_num(y.float()), torch.zeros((), device=y.device))
-    if spec.kind == "pixel":
-        return y, valid
-    v = valid.flatten(1).float()
-    frac = v.mean(1)
-    mean = (y.flatten(1) * v).sum(1) / v.sum(1).clamp_min(1)
-    return mean, frac >= min_valid
-
-
-def task_loss(spec: TargetSpec, out: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """RMSE (in ``value / scale`` units) over valid elements, or cross-entropy ignoring no-data.
-
-    A batch without any valid element gives a zero loss that keeps the graph.
-    """
-    if not valid.any():
-        return out.sum() * 0.0
-    if spec.kind == "segmentation":
-        return F.cross_entropy(out.float(), target, ignore_index=IGNORE_INDEX)
-    pred = out.float().reshape(target.shape)
-    err = (pred - target / spec.scale)[valid]
-    return torch.sqrt(err.pow(2).mean() + 1e-8)
-
-
-# --------------------------------------------------------------------------------------------
-# Models and optimiser groups
-# --------------------------------------------------------------------------------------------
-def build_head(task: str | TargetSpec, encoder: nn.Module, protocol: str = "finetune", decoder_dim: int = 128,
-               n_levels: int = 4) -> nn.Module:
-    """The head of ``task`` on ``encoder`` for ``protocol`` (``linear`` -> linear decoders)."""
-    spec = get_target(task)
-    linear = protocol == "linear"
-    if spec.kind == "tile":
-        return TileRegressionHead(encoder, 1, pool="cls", hidden=0 if protocol != "frozen" else decoder_dim * 2)
-    if spec.kind == "pixel":
-        return PixelRegressionHead(encoder, 1, decoder="linear" if linear else "progressive", decoder_dim=decoder_dim)
-    return SegmentationHead(encoder, spec.n_classes, n_levels=n_levels, decoder="linear" if linear else "progressive",
-                            decoder_dim=decoder_dim)
-
-
-def _vit_layer_id(name: str, depth: int) -> int:
-    """Layer index of an encoder parameter: embeddings 0, block i -> i + 1, final norm depth + 1."""
-    if name.startswith(("cls_token", "pos_embed", "patch_embed", "reg_token", "mask_token", "dist_token")):
-        return 0
-    if name.startswith("blocks."):
-        return int(name.split(".")[1]) + 1
-    return depth + 1
-
-
-def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float = 0.75,
-                       encoder_attr: str = "encoder") -> list[dict]:
-    """Optimiser groups with layer-wise lr decay for a head holding a timm ViT as ``model.encoder``.
-
-    Encoder layer ``l`` (0 = embeddings, i + 1 = block i, depth + 1 = final norm) gets
-    ``lr_scale = layer_decay ** (depth + 1 - l)``; decoder parameters get 1. Biases, 1-D parameters,
-    tokens and position embeddings get no weight decay (``wd_scale = 0``).
-    """
-    encoder = getattr(model, encoder_attr)
-    depth = len(encoder.blocks)
-    prefix = encoder_attr + "."
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name.startswith(prefix):
-            sub = name[len(prefix):]
-            layer = _vit_layer_id(sub, depth)
-            no_decay = is_no_decay(sub, p)
-        else:
-            layer = depth + 1
-            no_decay = is_no_decay(name, p)
-        key = (layer, no_decay)
-        if key not in groups:
-            groups[key] = {"params": [], "lr_scale": float(layer_decay ** (depth + 1 - layer)),
-                           "wd_scale": 0.0 if no_decay else 1.0, "weight_decay": 0.0 if no_decay else weight_decay,
-                           "name": f"layer{layer}_{'no_decay' if no_decay else 'decay'}"}
-        groups[key]["params"].append(p)
-    return [groups[k] for k in sorted(groups)]
+__all__ = ["FinetuneTask", "load_init_encoder", "finetune_train_config", "FinetuneRun", "train_and_evaluate",
+           "run_finetune", "load_finetuned"]
 
 
 class FinetuneTask(TrainTask):
@@ -197,64 +106,6 @@ class FinetuneTask(TrainTask):
 
 
 # --------------------------------------------------------------------------------------------
-# Evaluation
-# --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(task: FinetuneTask, data, batch_size: int = 64, device=None) -> dict:
-    """Test metrics of ``task`` on ``data`` (a Dataset of samples or a BankLoader), no-data masked.
-
-    Regression: ``rmse``, ``mae``, ``r2`` in product units and ``n`` (tiles or pixels counted);
-    land cover: ``miou``, ``accuracy``, ``iou_<class>`` per class and ``n`` (pixels).
-    """
-    from torch.utils.data import DataLoader
-
-    from sarssl.train.engine import move_to_device
-
-    spec = task.spec
-    device = torch.device(device) if device is not None else next(task.parameters()).device
-    was = task.training
-    task.eval()
-    meter = (SegmentationMeter(spec.n_classes, class_names=WORLDCOVER_NAMES[:spec.n_classes])
-             if spec.kind == "segmentation" else RegressionMeter())
-    if hasattr(data, "batches"):
-        batches = data.batches(batch_size)
-    else:
-        batches = DataLoader(data, batch_size=batch_size, shuffle=False)
-    try:
-        for batch in batches:
-            batch = move_to_device(batch, device)
-            target, valid = task.targets(batch)
-            out = task.predict(batch, tuple(target.shape[-2:]) if spec.kind != "tile" else None)
-            if spec.kind == "segmentation":
-                meter.update(out, target)
-            else:
-                meter.update(out.float().reshape(target.shape) * spec.scale, target, valid)
-    finally:
-        task.train(was)
-    return meter.compute()
-
-
-def knn_metrics(train_cls: torch.Tensor, train_maps: torch.Tensor, test_cls: torch.Tensor, test_maps: torch.Tensor,
-                n_classes: int, k: int = 20, temperature: float = 0.07) -> dict:
-    """k-NN accuracy of chip-majority classes from CLS features (N, D) and class maps (N, H, W).
-
-    Returns ``{"accuracy", "n", "majority_baseline"}``; chips without a valid label are skipped.
-    """
-    from sarssl.analysis.monitoring import knn_predict, majority_class
-
-    ytr, yte = majority_class(train_maps, n_classes), majority_class(test_maps, n_classes)
-    ktr, kte = ytr != IGNORE_INDEX, yte != IGNORE_INDEX
-    if not ktr.any():
-        raise ValueError("k-NN: no labelled training chip has a valid class")
-    scores = knn_predict(train_cls[ktr], ytr[ktr], test_cls[kte], n_classes, k, temperature)
-    meter = ClassificationMeter()
-    meter.update(scores.argmax(1), yte[kte])
-    base = torch.bincount(ytr[ktr], minlength=n_classes).argmax()
-    return {**meter.compute(), "majority_baseline": float((yte[kte] == base).float().mean()) if kte.any() else
-            float("nan")}
-
-
-# --------------------------------------------------------------------------------------------
 # Encoders, data, configs
 # --------------------------------------------------------------------------------------------
 def load_init_encoder(init: str | Path, profile, pretrained: dict | None = None, seed: int = 0) -> nn.Module:
@@ -284,35 +135,6 @@ def load_init_encoder(init: str | Path, profile, pretrained: dict | None = None,
     if not (path / "encoder.pth").is_file() or not (path / "encoder.json").is_file():
         raise FileNotFoundError(f"no encoder.pth + encoder.json in {str(path)!r} for init {str(init)!r}: {hint}")
     return set_fused_attn(load_encoder(path))
-
-
-def finetune_normalization(data_root, aoi: str, profile, s1_product: str = "s1grd-2020", norm_seed: int = 0,
-                           init_dir: str | Path | None = None, progress: bool = False):
-    """Input normalisation shared by every fine-tuning run of a region (never refitted per fraction).
-
-    ``init_dir/normalization.json`` when a pretraining run saved one; else fitted on the region's
-    train chips exactly as pretraining fits it (same key, so the cached JSON is reused).
-    """
-    from sarssl.data.datasets import M3LEODataset
-    from sarssl.data.transforms import Normalization
-
-    if init_dir is not None and (Path(init_dir) / "normalization.json").is_file():
-        return Normalization.load(Path(init_dir) / "normalization.json")
-    ds = M3LEODataset(data_root, [aoi], split="train", products=(s1_product,), normalization="fit",
-                      norm_tiles=profile.data.norm_tiles, seed=norm_seed, progress=progress)
-    return ds.norm
-
-
-def finetune_dataset(data_root, aoi: str, split: str, products, norm, limit_pct: float = 100.0, seed: int = 0,
-                     cache_dir=None, progress: bool = False):
-    """M3LEO chips of ``aoi``/``split`` with ``products``; ``limit_pct`` % of them chosen by ``seed``
-    (:func:`sarssl.data.m3leo.label_fraction_ids`: the same subset for every method, nested across
-    fractions). Reads through the packed cache (``cache_dir``, default ``<cache root>/packed``)."""
-    from sarssl.data.datasets import M3LEODataset, default_cache_root
-
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_root() / "packed"
-    return M3LEODataset(data_root, [aoi], split=split, products=products, limit_pct=limit_pct, seed=seed,
-                        normalization=norm, cache_dir=cache_dir, progress=progress)
 
 
 def finetune_train_config(profile, n_train: int, protocol: str, seed: int = 0, epochs: int | None = None,
@@ -535,43 +357,3 @@ def load_finetuned(out_dir) -> FinetuneTask:
     head.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True), strict=True)
     task = FinetuneTask(head, h["task"], h["protocol"] if h["protocol"] != "knn" else "frozen")
     return task.eval()
-
-
-@torch.no_grad()
-def predict_examples(task: FinetuneTask, dataset, indices=None, n: int = 4) -> list[dict]:
-    """Predictions for a few chips, in product units, for figures.
-
-    Returns one dict per chip: ``s1`` (12, H, W), ``target`` (H, W) map (NaN / IGNORE_INDEX where
-    no-data), ``pred`` (H, W) map (classes for land cover), and for tile targets ``target_value``
-    and ``pred_value`` (the tile mean and its prediction); plus ``id``.
-    """
-    spec = task.spec
-    indices = list(range(min(n, len(dataset)))) if indices is None else list(indices)
-    device = next(task.parameters()).device
-    was = task.training
-    task.eval()
-    rows = []
-    try:
-        for i in indices:
-            s = dataset[int(i)]
-            batch = {k: (v[None].to(device) if torch.is_tensor(v) else [v]) for k, v in s.items()}
-            target, valid = task.targets(batch)
-            out = task.predict(batch, tuple(s["s1"].shape[-2:]) if spec.kind != "tile" else None)
-            row = {"id": s["id"], "s1": s["s1"].numpy()}
-            if spec.kind == "segmentation":
-                row["target"] = target[0].cpu().numpy()
-                row["pred"] = out[0].argmax(0).cpu().numpy()
-            else:
-                raw = s[spec.key].float()
-                ok = s[spec.valid_key].bool() if spec.valid_key else torch.isfinite(raw)
-                row["target"] = torch.where(ok, raw, torch.full_like(raw, float("nan"))).numpy()
-                if spec.kind == "tile":
-                    row["target_value"] = float(target[0]) if bool(valid[0]) else float("nan")
-                    row["pred_value"] = float(out.reshape(-1)[0]) * spec.scale
-                    row["pred"] = np.full(raw.shape, row["pred_value"], dtype=np.float32)
-                else:
-                    row["pred"] = (out[0, 0].float() * spec.scale).cpu().numpy()
-            rows.append(row)
-    finally:
-        task.train(was)
-    return rows

@@ -3,8 +3,8 @@
 Every run trains one head on ``limit_pct`` % of the pretraining region's labelled train chips (the
 subset comes from the dataset's ``limit_pct`` + ``seed``, so every method sees the same chips, and
 smaller fractions are nested in larger ones) and is evaluated on the test split of the same region
-(``region = "in"``) and on the test split of a second region (``region = "out"``, by default a
-simulated AOI ``sim-b`` drawn with another seed), with one normalisation for both.
+(``region = "in"``) and, when given, on the test split of a second region (``region = "out"``, e.g.
+a simulated AOI ``sim-b`` drawn with another seed), with one normalisation for both.
 
 The CSV has one row per (run, region): ``task, method, protocol, limit_pct, n_tiles, seed, region``,
 the metrics (``rmse, mae, r2`` or ``miou, accuracy, iou_<class>``), ``n_eval`` (tiles or pixels
@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sarssl.train.tasks import FROZEN_PROTOCOLS, METHODS, PROTOCOLS, TARGETS, get_target
+from sarssl.train.metrics import higher_is_better
+from sarssl.train.tasks import FROZEN_PROTOCOLS, METHODS, PROTOCOLS, TARGETS, get_target, products_for
 
 __all__ = ["SweepRun", "KEY_COLUMNS", "RUN_KEY", "plan_runs", "read_results", "append_rows", "finished_runs",
            "run_sweep", "summarize", "label_savings", "METHODS"]
@@ -119,8 +120,8 @@ def _subset_ids(ds) -> list[str]:
     return [ident for _, ident in ds.items]
 
 
-def run_sweep(profile="auto", data_root=None, out_csv=None, methods=METHODS, fractions=None, seeds=None,
-              tasks=None, protocol=None, pretrained: dict | None = None, aoi: str = "sim-a", ood="auto",
+def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seeds=None,
+              tasks=None, protocol=None, pretrained: dict | None = None, aoi: str = "sim-a", ood=None,
               cache_dir=None, epochs: int | None = None, year: int = 2020, device: str | None = None,
               progress: bool = True, max_runs: int | None = None, **overrides) -> pd.DataFrame:
     """Run (or resume) the label-efficiency sweep and return the CSV's rows.
@@ -128,13 +129,12 @@ def run_sweep(profile="auto", data_root=None, out_csv=None, methods=METHODS, fra
     Args:
         profile: profile name or Profile; ``profile.finetune`` gives the default fractions, seeds,
             tasks, protocol, epochs and learning rates.
-        data_root / aoi: the pretraining region (default: the profile's simulated ``sim-a``).
-        out_csv: results file (default: the workspace ``runs/<profile>/sweep.csv``).
+        data_root / aoi: the pretraining region (an M3LEO root and the AOI in it).
+        out_csv: results file (the book and the CLI use ``sarssl.workspace.sweep_csv(profile)``).
         methods: inits among ``scratch``, ``mae``, ``dino`` or run folders (named by folder).
         pretrained: ``{"mae": run_dir, "dino": run_dir}`` (default: the workspace runs).
         protocol: one protocol for every task or a dict task -> protocol.
-        ood: out-of-region test set: ``"auto"`` (a simulated ``sim-b`` with seed 1 when the
-            data are simulated, none otherwise), ``(root, aoi)``, or ``None``.
+        ood: out-of-region test set ``(root, aoi)``, or ``None`` for none.
         max_runs: stop after this many new runs (the next call resumes).
         overrides: TrainConfig fields for every run (``batch_size``, ``lr``...).
     """
@@ -142,31 +142,19 @@ def run_sweep(profile="auto", data_root=None, out_csv=None, methods=METHODS, fra
 
     from sarssl.profiles import get_profile
     from sarssl.train.featurebank import extract_bank
-    from sarssl.train.finetune import (build_head, finetune_dataset, finetune_normalization, load_init_encoder,
-                                       products_for, train_and_evaluate)
+    from sarssl.train.finetune import load_init_encoder, train_and_evaluate
+    from sarssl.train.finetune_data import finetune_dataset, finetune_normalization
+    from sarssl.train.protocols import build_head
 
+    if data_root is None or out_csv is None:
+        raise ValueError("run_sweep needs data_root (an M3LEO root) and out_csv (the results file); the book "
+                         "layer's defaults are sarssl.workspace.simulated_region(profile) and sweep_csv(profile)")
     prof = get_profile(profile) if isinstance(profile, str) else profile
     ft = prof.finetune
     tasks = tuple(tasks or getattr(ft, "tasks", ("vegetation", "landcover")))
     fractions = tuple(fractions or ft.label_fractions)
     seeds = tuple(seeds if seeds is not None else ft.seeds)
     protocol = protocol or getattr(ft, "protocol", "finetune")
-    simulated = data_root is None
-    if simulated:
-        from sarssl.workspace import simulated_region
-
-        data_root = simulated_region(prof, aoi, seed=0, progress=progress)
-    if out_csv is None:
-        from sarssl.workspace import run_dir
-
-        out_csv = run_dir(prof, "finetune") / "sweep.csv"
-    if isinstance(ood, str) and ood == "auto":
-        if simulated:
-            from sarssl.workspace import simulated_region
-
-            ood = (simulated_region(prof, "sim-b", seed=1, progress=progress), "sim-b")
-        else:
-            ood = None
     regions = ["in"] + (["out"] if ood else [])
     names = {m: (m if m in METHODS else Path(str(m)).name) for m in methods}
     plan = [SweepRun(r.task, names[r.method], r.protocol, r.limit_pct, r.seed)
@@ -260,7 +248,7 @@ def label_savings(df: pd.DataFrame, task: str, metric: str | None = None, region
     """
     spec = get_target(task) if task in TARGETS else None
     metric = metric or (spec.primary if spec else "rmse")
-    lower_better = metric in ("rmse", "mae")
+    lower_better = not higher_is_better(metric)
     d = df[(df["task"] == task) & (df["region"] == region)]
     if d.empty:
         raise ValueError(f"no rows for task {task!r} and region {region!r}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sarssl.data.products import WORLDCOVER_NAMES
+from sarssl.data.products import PRODUCT_SPECS
 
 __all__ = ["TargetSpec", "TARGETS", "PROTOCOLS", "FROZEN_PROTOCOLS", "METHODS", "get_target", "products_for"]
 
@@ -39,18 +39,20 @@ class TargetSpec:
         return ("miou", "accuracy") if self.kind == "segmentation" else ("rmse", "mae", "r2")
 
 
-TARGETS: dict[str, TargetSpec] = {
-    "vegetation": TargetSpec("vegetation", "tile", "treecover", "treecover_valid", "modis44b006veg", 100.0, "%",
-                             "tree cover, tile mean (%)"),
-    "vegetation_pixel": TargetSpec("vegetation_pixel", "pixel", "treecover", "treecover_valid", "modis44b006veg",
-                                   100.0, "%", "tree cover per pixel (%)"),
-    "biomass": TargetSpec("biomass", "pixel", "biomass", "biomass_valid", "biomass-{year}", 100.0, "Mg/ha",
-                          "above-ground biomass (Mg/ha)"),
-    "built": TargetSpec("built", "pixel", "built", "built_valid", "ghsbuilts-{year}", 1.0, "fraction",
-                        "built-up surface (fraction)"),
-    "landcover": TargetSpec("landcover", "segmentation", "worldcover", None, "esaworldcover-{year}", 1.0, "",
-                            "ESA WorldCover land cover", n_classes=len(WORLDCOVER_NAMES), primary="miou"),
-}
+def _target(name: str, kind: str, family: str, scale: float, title: str, primary: str = "rmse") -> TargetSpec:
+    """A target on the product ``family``: label key, mask, folder, unit and classes from its ProductSpec."""
+    p = PRODUCT_SPECS[family]
+    return TargetSpec(name, kind, p.key, p.valid_key, p.folder, scale, p.unit, title, n_classes=p.n_classes or 0,
+                      primary=primary)
+
+
+TARGETS: dict[str, TargetSpec] = {t.name: t for t in (
+    _target("vegetation", "tile", "modis44b006veg", 100.0, "tree cover, tile mean (%)"),
+    _target("vegetation_pixel", "pixel", "modis44b006veg", 100.0, "tree cover per pixel (%)"),
+    _target("biomass", "pixel", "biomass", 100.0, "above-ground biomass (Mg/ha)"),
+    _target("built", "pixel", "ghsbuilts", 1.0, "built-up surface (fraction)"),
+    _target("landcover", "segmentation", "esaworldcover", 1.0, "ESA WorldCover land cover", primary="miou"),
+)}
 
 
 def get_target(task: str | TargetSpec) -> TargetSpec:

@@ -1,23 +1,28 @@
-"""Write a tiny AOI in the real M3LEO layout with rasterio and the encoders of ``sarssl.data.products``.
+"""Shared test fixtures.
 
-Independent of the simulator: values are seeded noise, the grid is a row of chips in UTM 33N,
-coarse products (MODIS 250 m, biomass 100 m, lcci 300 m) sit on their own grids covering each
-chip's footprint. With ``bad=True`` four chips are broken on purpose (see ``BAD``).
+- ``write_m3leo``: :func:`write_fixture`, which writes a tiny AOI in the real M3LEO layout with
+  rasterio and the encoders of ``sarssl.data.products``. Independent of the simulator: values are
+  seeded noise, the grid is a row of chips in UTM 33N, coarse products (MODIS 250 m, biomass 100 m,
+  lcci 300 m) sit on their own grids covering each chip's footprint. With ``bad=True`` four chips are
+  broken on purpose (see ``BAD``).
+- ``tiny_vit``: :func:`make_tiny_vit`, a seeded 12-channel timm ViT-Tiny on 32 px inputs, 8 px patches.
+- ``tiny_profile``: the smoke profile with one epoch, at least 2 steps, batch 8 and a 16-wide decoder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from rasterio.transform import from_origin
 
 from sarssl.data.layout import AOILayout
-from sarssl.data.m3leo import ALL_PRODUCTS
 from sarssl.data.products import (
     LCCI_CODES,
     S1GRD_BANDS,
@@ -27,6 +32,10 @@ from sarssl.data.products import (
     encode_worldcover,
 )
 
+
+# --------------------------------------------------------------------------------------------
+# A tiny AOI in the M3LEO layout
+# --------------------------------------------------------------------------------------------
 CRS = "EPSG:32633"
 X0, Y0 = 400000.0, 5000000.0
 #: reason -> product broken for that chip
@@ -117,4 +126,42 @@ def write_fixture(root, aoi: str = "fx", n_chips: int = 20, size: int = 32, seed
     return fx
 
 
-__all__ = ["write_fixture", "Fixture", "BAD", "ALL_PRODUCTS"]
+@pytest.fixture(scope="session")
+def write_m3leo():
+    """:func:`write_fixture` (``write_m3leo(root, aoi="fx", n_chips=20, size=32, seed=0, bad=True)``)."""
+    return write_fixture
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny ViT and a tiny profile
+# --------------------------------------------------------------------------------------------
+def make_tiny_vit(seed: int = 0, depth: int = 2, **kw):
+    """A timm ViT-Tiny for 12 channels, 32 px inputs and 8 px patches, initialised after ``torch.manual_seed(seed)``
+    (in train mode, as timm creates it)."""
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, in_chans=12, num_classes=0, img_size=32,
+                             patch_size=8, depth=depth, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit():
+    """:func:`make_tiny_vit` (``tiny_vit(seed=0, depth=2, **timm_kwargs)``)."""
+    return make_tiny_vit
+
+
+def make_tiny_profile():
+    """The smoke profile with fine-tuning shrunk to 1 epoch, at least 2 steps, batch 8, decoder width 16."""
+    from sarssl.profiles import get_profile
+
+    p = get_profile("smoke")
+    ft = dataclasses.replace(p.finetune, epochs=1, min_steps=2, batch_size=8, decoder_dim=16)
+    return p.with_overrides(finetune=ft)
+
+
+@pytest.fixture(scope="session")
+def tiny_profile():
+    """:func:`make_tiny_profile`'s profile (a frozen dataclass, shared by the session)."""
+    return make_tiny_profile()

@@ -1,9 +1,11 @@
-"""Monitoring self-distillation: k-NN land-cover accuracy (collapse monitoring: :mod:`sarssl.models.collapse`).
+"""Weighted k-NN on frozen features: DINO's ``eval_knn`` classifier and chip-majority land-cover labels.
 
-- :func:`knn_predict` / :func:`knn_land_cover_accuracy`: the weighted k-NN classifier of DINO's
-  ``eval_knn`` (cosine similarity of L2-normalised features, the ``k`` nearest training samples
-  vote with weight ``exp(sim / T)``; k=20, T=0.07) applied to CLS features against each chip's
-  majority WorldCover class.
+- :func:`knn_predict` / :func:`knn_accuracy`: cosine similarity of L2-normalised features, the ``k``
+  nearest training samples vote with weight ``exp(sim / T)`` (k=20, T=0.07 as in DINO);
+- :func:`majority_class`: each chip's most frequent valid class, the label k-NN predicts;
+- :func:`extract_cls_features` / :func:`knn_land_cover_accuracy`: the encoder's CLS features of a few
+  labelled chips and the k-NN top-1 accuracy against their majority WorldCover class (logged by DINO
+  at each epoch end, and the ``knn`` fine-tuning protocol via :func:`sarssl.train.metrics.knn_metrics`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ from torch import nn
 
 from sarssl.data.products import IGNORE_INDEX, WORLDCOVER_CODES
 
+__all__ = ["knn_predict", "knn_accuracy", "majority_class", "extract_cls_features", "knn_land_cover_accuracy"]
 
-# ------------------------------------------------------------------------------------------------
-# weighted k-NN
-# ------------------------------------------------------------------------------------------------
+
 @torch.no_grad()
 def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                 num_classes: int, k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> torch.Tensor:

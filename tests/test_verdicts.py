@@ -1,0 +1,158 @@
+"""sarssl.analysis.verdicts: the comparisons chapters 5 and 6 print, ties included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sarssl.analysis.attention_plots import probe_summary
+from sarssl.analysis.verdicts import (
+    best_feature_sets,
+    best_method,
+    compare_to_reference,
+    count_wins,
+    distance_error_link,
+    headline_rows,
+    probe_gaps,
+    verdict_counts,
+)
+from sarssl.data.products import LABEL_SPECS
+from sarssl.train.sweep import summarize
+
+
+# ---------------------------------------------------------------- chapter 5: the sweep
+def _sweep_rows(scores: dict) -> pd.DataFrame:
+    """Sweep CSV rows: scores[(task, method)] = [score at 4, 40 tiles] for two seeds and regions."""
+    rows = []
+    for (task, method), values in scores.items():
+        metric = "rmse" if task == "vegetation" else "miou"
+        for region in ("in", "out"):
+            for n, v in zip((4, 40), values):
+                for seed in (0, 1):
+                    rows.append(dict(task=task, method=method, protocol="linear", limit_pct=n / 4, n_tiles=n,
+                                     seed=seed, region=region, **{metric: v + (0.01 if region == "out" else 0)}))
+    return pd.DataFrame(rows)
+
+
+SCORES = {("vegetation", "scratch"): [10.0, 8.0], ("vegetation", "mae"): [9.0, 8.5], ("vegetation", "dino"): [10.0, 7.0],
+          ("landcover", "scratch"): [0.3, 0.4], ("landcover", "mae"): [0.35, 0.4], ("landcover", "dino"): [0.2, 0.45]}
+
+
+def _comparison_reference(means, tasks):
+    """Chapter 5's comparison as it was written in the chapter."""
+    from sarssl.train.tasks import TARGETS
+
+    rows = []
+    for task in tasks:
+        metric = TARGETS[task].primary
+        sign = -1 if metric in ("rmse", "mae") else 1
+        for region in sorted(means["region"].unique()):
+            m = means[(means["task"] == task) & (means["region"] == region)]
+            for pct in (m["limit_pct"].min(), m["limit_pct"].max()):
+                at = m[m["limit_pct"] == pct].set_index("method")
+                if "scratch" not in at.index:
+                    continue
+                ref = at.loc["scratch", f"{metric}_mean"]
+                for method in ("mae", "dino"):
+                    if method in at.index:
+                        score = at.loc[method, f"{metric}_mean"]
+                        rows.append({"task": task, "region": region, "metric": metric, "limit_pct": pct,
+                                     "n_tiles": int(at.loc[method, "n_tiles"]), "method": method,
+                                     "scratch": ref, "score": score, "gain": sign * (score - ref)})
+    comparison = pd.DataFrame(rows)
+    tol = 1e-6 * comparison["scratch"].abs().clip(lower=1e-3)
+    comparison["verdict"] = np.select([comparison["gain"] > tol, comparison["gain"] < -tol], ["better", "worse"], "tie")
+    return comparison
+
+
+def test_best_method_direction_fraction_and_ties():
+    means = summarize(_sweep_rows(SCORES))
+    assert best_method(means, "vegetation", "rmse") == "dino"  # lowest RMSE at 40 tiles; scratch excluded
+    assert best_method(means, "landcover", "miou") == "dino"  # highest mIoU at 40 tiles
+    assert best_method(means, "vegetation", "rmse", exclude="dino") == "scratch"
+    tied = summarize(_sweep_rows({("vegetation", "mae"): [5.0, 7.0], ("vegetation", "dino"): [5.0, 7.0],
+                                  ("vegetation", "scratch"): [1.0, 1.0]}))
+    assert best_method(tied, "vegetation", "rmse") == "dino"  # a tie goes to the first listed (sorted) method
+    with pytest.raises(ValueError, match="no rows"):
+        best_method(means, "built", "rmse")
+
+
+def test_compare_to_reference_gains_verdicts_and_ties():
+    means = summarize(_sweep_rows(SCORES))
+    comp = compare_to_reference(means, ("vegetation", "landcover"))
+    pd.testing.assert_frame_equal(comp, _comparison_reference(means, ("vegetation", "landcover")))
+    assert len(comp) == 2 * 2 * 2 * 2  # tasks x regions x fractions x methods
+    v = comp.set_index(["task", "region", "n_tiles", "method"])["verdict"]
+    assert v[("vegetation", "in", 4, "mae")] == "better"  # RMSE 9 < 10: lower is better
+    assert v[("vegetation", "in", 40, "mae")] == "worse"
+    assert v[("vegetation", "in", 4, "dino")] == "tie"  # the same score is a tie, not a win
+    assert v[("landcover", "in", 4, "dino")] == "worse" and v[("landcover", "in", 40, "mae")] == "tie"
+    gain = comp.set_index(["task", "region", "n_tiles", "method"])["gain"]
+    assert gain[("vegetation", "in", 40, "dino")] == pytest.approx(1.0)
+    assert gain[("landcover", "in", 40, "dino")] == pytest.approx(0.05)
+    # within the relative tolerance is still a tie
+    nearly = summarize(_sweep_rows({("landcover", "scratch"): [0.4, 0.4], ("landcover", "mae"): [0.4 + 1e-9, 0.4]}))
+    assert set(compare_to_reference(nearly, ["landcover"])["verdict"]) == {"tie"}
+    assert verdict_counts(comp, "mae") == {"better": 4, "worse": 2, "tie": 2, "n": 8}
+    assert verdict_counts(comp, "dino") == {"better": 4, "worse": 2, "tie": 2, "n": 8}
+    assert verdict_counts(comp, "other") == {"better": 0, "worse": 0, "tie": 0, "n": 0}
+
+
+def test_compare_to_reference_without_reference_rows():
+    means = summarize(_sweep_rows({("vegetation", "mae"): [9.0, 8.0]}))
+    comp = compare_to_reference(means, ["vegetation"])
+    assert comp.empty and "verdict" in comp.columns and "scratch" in comp.columns
+
+
+# ---------------------------------------------------------------- chapter 6: probes and transfer
+def _probe_table(shift: float) -> pd.DataFrame:
+    rows = []
+    for i, (key, spec) in enumerate(LABEL_SPECS.items()):
+        rows.append({"product": key, "title": spec.title, "r2": 0.1 * i + shift, "psnr": 20.0 + shift,
+                     "rmse": 5.0 - shift, "miou": 0.3 + shift, "accuracy": 0.5})
+    return pd.DataFrame(rows)
+
+
+def _summary():
+    return probe_summary({"DINO attention": _probe_table(0.1), "random attention": _probe_table(0.0),
+                          "DINO embedding": _probe_table(0.02), "random embedding": _probe_table(0.0),
+                          "raw SAR": _probe_table(0.05)})
+
+
+def test_headline_rows_pick_each_products_headline_metric():
+    summary = _summary()
+    headline = headline_rows(summary)
+    legacy = summary[summary.index.get_level_values("metric").isin(["r2", "miou"])]  # as chapter 6 selected them
+    pd.testing.assert_frame_equal(headline, legacy)
+    assert [m for _, m in headline.index] == [s.headline for s in LABEL_SPECS.values()]
+
+
+def test_probe_gaps_wins_margin_ties_and_best_sets():
+    headline = headline_rows(_summary())
+    gaps = probe_gaps(headline)
+    assert list(gaps.columns) == ["attention: DINO - random", "embedding: DINO - random", "DINO embedding - raw SAR",
+                                  "DINO attention - raw SAR"]
+    np.testing.assert_allclose(gaps["attention: DINO - random"], 0.1)
+    np.testing.assert_allclose(gaps["DINO embedding - raw SAR"], -0.03)
+    wins = count_wins(gaps, margin=0.02)
+    assert wins["attention: DINO - random"] == 6 and wins["DINO embedding - raw SAR"] == 0
+    # a gap equal to the margin is a tie, not a win
+    exact = pd.DataFrame({"a": [0.02, 0.0200001, -0.5]})
+    assert count_wins(exact, margin=0.02) == {"a": 1} and count_wins(exact["a"], margin=0.02) == 1
+    best = best_feature_sets(headline)
+    assert set(best) == {"DINO attention"}
+    tied = headline[["random attention", "random embedding"]]  # equal scores: the first column wins
+    assert set(best_feature_sets(tied)) == {"random attention"}
+    with pytest.raises(KeyError, match="MAE attention"):
+        probe_gaps(headline, model="MAE")
+
+
+def test_distance_error_link():
+    d = pd.DataFrame({"region": ["a", "b", "c", "d"], "distance": [0.0, 1.0, 3.0, 2.0],
+                      "rmse": [5.0, 6.0, 9.0, 7.0], "miou": [0.5, 0.4, 0.2, 0.3]})
+    up = distance_error_link(d, "rmse")
+    assert up["rho"] == pytest.approx(1.0) and up["n"] == 4 and up["worse"] == "higher"
+    assert up["far"]["region"] == "c" and up["near"]["region"] == "a"
+    down = distance_error_link(d, "miou")
+    assert down["rho"] == pytest.approx(-1.0) and down["worse"] == "lower"

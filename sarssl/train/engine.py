@@ -398,14 +398,18 @@ class Trainer:
         collate_fn: batch collation for a ``Dataset`` (default ``torch`` collate).
         batch_transform: applied to each batch once it is on the device (e.g. decoding compact
             records on the GPU, ``M3LEODataset.decode_batch``).
+        run_config: the run's resolved configuration (``RunConfig.to_dict()``), saved in every
+            checkpoint as ``"run_config"``.
     """
 
     def __init__(self, task: nn.Module, data: Dataset | Callable, config: TrainConfig,
-                 collate_fn: Callable | None = None, batch_transform: Callable | None = None):
+                 collate_fn: Callable | None = None, batch_transform: Callable | None = None,
+                 run_config: dict | None = None):
         if not callable(getattr(task, "training_step", None)):
             raise TypeError(f"{type(task).__name__} has no training_step(batch, step_info) method")
         self.task, self.data, self.config, self.collate_fn = task, data, config, collate_fn
         self.batch_transform = batch_transform
+        self.run_config = run_config
         self.device = resolve_device(config.device)
         self.rank, self.world_size, self._owns_pg = init_distributed(self.device)
         self.is_main = self.rank == 0
@@ -507,6 +511,7 @@ class Trainer:
             "rng": rng_state(),
             "extra": extra() if callable(extra) else None,
             "config": asdict(self.config),
+            "run_config": self.run_config,
             "world_size": self.world_size,
         }
 

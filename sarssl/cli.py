@@ -8,6 +8,10 @@
 ``sarssl sweep``     the label-efficiency sweep (resumable)
 ``sarssl data``      download real M3LEO regions (needs internet)
 
+``pretrain mae|dino`` and ``finetune`` get one flag per field of the method's configuration
+(:mod:`sarssl.profiles`: ``--mask-ratio 0.6``, ``--out-dim 1024``, ``--probe-lr 0.01``,
+``--no-norm-pix-loss``), with the field's help; only the flags given override the profile.
+
 A user error (missing folder, unknown product, bad number: :class:`sarssl.errors.UserError`, and a
 missing or already existing path) prints one line and exits with status 2; ``--debug`` shows the traceback
 instead. Any other exception is unexpected: its traceback is printed, followed by a one-line hint.
@@ -64,6 +68,63 @@ def _existing_dir(text: str) -> Path:
     return path
 
 
+def _optional(base):
+    """``base`` parser that also takes ``none`` (-> None)."""
+    def parse(text: str):
+        return None if text.strip().lower() == "none" else base(text)
+
+    parse.__name__ = base.__name__  # argparse names the type in its error message
+    return parse
+
+
+def _flag_kwargs(tp) -> dict:
+    """argparse keyword arguments for a configuration field of type ``tp``."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)][0]
+        kw = _flag_kwargs(inner)
+        kw["type"] = _optional(kw.get("type", str))
+        kw["metavar"] = f"{kw.get('metavar', inner.__name__.upper())}|none"
+        return kw
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return {"type": args[0], "nargs": "+", "metavar": args[0].__name__.upper()}
+        return {"type": args[0], "nargs": len(args), "metavar": args[0].__name__.upper()}
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    return {"type": tp, "metavar": tp.__name__.upper()}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, method: str, sections=None, skip=()) -> None:
+    """One flag per configuration field of ``method`` (:func:`sarssl.profiles.knobs`), e.g. ``--mask-ratio``:
+    the field's help, the type from its annotation, ``--flag/--no-flag`` for booleans. Only flags given
+    on the command line become overrides (:func:`config_overrides`)."""
+    from sarssl.profiles import knobs
+
+    groups: dict = {}
+    names = []
+    for k in knobs(method):
+        if not k.cli or k.name in skip or (sections is not None and k.section not in sections):
+            continue
+        if k.section not in groups:
+            groups[k.section] = parser.add_argument_group(
+                f"{k.section} configuration", "defaults: the profile's values ('none' where a value may be None)"
+                if not groups else None)
+        groups[k.section].add_argument("--" + k.name.replace("_", "-"), dest=f"cfg_{k.name}",
+                                       default=argparse.SUPPRESS, help=k.help.replace("%", "%%"),
+                                       **_flag_kwargs(k.type))
+        names.append(k.name)
+    parser.set_defaults(config_flags=tuple(names))
+
+
+def config_overrides(args) -> dict:
+    """The configuration flags given on the command line, as ``{field name: value}``."""
+    return {n: getattr(args, f"cfg_{n}") for n in getattr(args, "config_flags", ()) if hasattr(args, f"cfg_{n}")}
+
+
 def cmd_simulate(args) -> int:
     from sarssl.data.simulate import simulate_region
 
@@ -101,9 +162,10 @@ def cmd_pretrain(args) -> int:
     from sarssl.profiles import resolve_profile_name
     from sarssl.train.pretrain import run_pretrain
 
+    overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size}.items() if v is not None}
+    overrides.update(config_overrides(args))
     out = run_pretrain(args.method, resolve_profile_name(args.profile), str(args.data), str(args.out),
-                       aoi=args.aoi, overrides={k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size}.items()
-                                                if v is not None})
+                       aoi=args.aoi, overrides=overrides)
     print(f"pretraining done: {out}")
     return 0
 
@@ -119,7 +181,8 @@ def cmd_finetune(args) -> int:
 
     result = run_finetune(task=args.task, protocol=args.protocol, init=args.init, profile=resolve_profile_name(args.profile),
                           data_root=str(args.data), aoi=args.aoi, limit_pct=args.limit_pct, seed=args.seed,
-                          out_dir=args.out, epochs=args.epochs, pretrained=_pretrained(args))
+                          out_dir=args.out, epochs=args.epochs, pretrained=_pretrained(args),
+                          **config_overrides(args))
     for key, value in result.items():
         print(f"{key}: {value}")
     return 0
@@ -189,16 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_book)
 
     p = sub.add_parser("pretrain", help="MAE or DINO pretraining on 12-channel SAR composites",
-                       description="Pretrain an encoder with MAE or DINO. Running the same command again resumes.")
-    p.add_argument("method", choices=("mae", "dino"), help="pretraining method")
-    p.add_argument("--profile", default="auto", choices=("auto",) + PROFILE_NAMES, help="run profile (default auto)")
-    p.add_argument("--data", type=_existing_dir, required=True, help="M3LEO root folder")
-    p.add_argument("--aoi", action="append", help="AOI to train on (repeatable; default: all)")
-    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, encoder.pth)")
-    p.add_argument("--epochs", type=_positive_int, help="override the profile's epoch count")
-    p.add_argument("--batch-size", type=_positive_int,
-                   help="samples per process and step (under torchrun the global batch is this x processes)")
-    p.set_defaults(func=cmd_pretrain)
+                       description="Pretrain an encoder with MAE or DINO. Running the same command again resumes. "
+                                   "The run folder's run.json keeps the complete resolved configuration.")
+    methods = p.add_subparsers(dest="method", required=True, metavar="METHOD", parser_class=_Parser)
+    for method, title in (("mae", "masked autoencoder (He et al. 2021)"),
+                          ("dino", "self-distillation with no labels (Caron et al. 2021)")):
+        m = methods.add_parser(method, help=title, description=f"Pretrain an encoder with {method.upper()}, {title}. "
+                               "Running the same command again resumes.")
+        m.add_argument("--profile", default="auto", choices=("auto",) + PROFILE_NAMES,
+                       help="run profile (default auto)")
+        m.add_argument("--data", type=_existing_dir, required=True, help="M3LEO root folder")
+        m.add_argument("--aoi", action="append", help="AOI to train on (repeatable; default: all)")
+        m.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, encoder.pth)")
+        m.add_argument("--epochs", type=_positive_int, help="override the profile's epoch count")
+        m.add_argument("--batch-size", type=_positive_int,
+                       help="samples per process and step (under torchrun the global batch is this x processes)")
+        add_config_flags(m, method, skip=("epochs", "batch_size"))
+        m.set_defaults(func=cmd_pretrain)
 
     from sarssl.train.tasks import METHODS, PROTOCOLS, TARGETS
 
@@ -217,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="override the profile's epoch count")
     p.add_argument("--pretrained-mae", type=_existing_dir, help="MAE pretraining run folder (with encoder.pth)")
     p.add_argument("--pretrained-dino", type=_existing_dir, help="DINO pretraining run folder (with encoder.pth)")
+    add_config_flags(p, "finetune", sections=("finetune", "engine"), skip=("epochs",))
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("sweep", help="label-efficiency sweep: methods x label fractions x seeds x regions",

@@ -1,4 +1,4 @@
-"""Run profiles: the one place where sizes and step counts live.
+"""Run profiles and run configurations: the one place where sizes, step counts and method knobs live.
 
 Every chapter has ``PROFILE = "auto"`` in its ``parameters`` cell and calls :func:`get_profile`.
 
@@ -7,83 +7,193 @@ Every chapter has ``PROFILE = "auto"`` in its ``parameters`` cell and calls :fun
   on the simulated data. The rendered book is built from this profile.
 - ``gpu``: one Colab-class GPU (T4 16 GB and up), each chapter under about 30 min.
 - ``paper``: the study's scale (ViT-B/16 at 448 px, 12 channels, real M3LEO, several GPUs via torchrun).
+
+A :class:`Profile` holds one section per method (:class:`MAEConfig`, :class:`DINOConfig`,
+:class:`FinetuneConfig`) next to the encoder (:class:`ModelConfig`), the data
+(:class:`DataConfig`) and the engine (:class:`EngineConfig`). Every knob is a dataclass field with
+a one-line help (``field.metadata["help"]``), from which the command line makes its flags.
+
+:func:`train_config` resolves one run: ``train_config("mae", "cpu", {"mask_ratio": 0.6})`` is a
+frozen :class:`RunConfig` with the profile's sections, the overrides applied and the defaults that
+depend on other sections filled in. The run saves ``RunConfig.to_dict()`` (``run.json`` and the
+checkpoint) and loading rebuilds models from :meth:`RunConfig.from_dict`, never from this table.
+
+This module imports nothing heavy (no torch), so ``sarssl --help`` stays fast.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, NamedTuple
 
 PROFILE_NAMES = ("smoke", "cpu", "gpu", "paper")
+#: Methods with a section in every profile (and in :class:`RunConfig`).
+METHODS = ("mae", "dino", "finetune")
+
+
+def knob(default: Any = dataclasses.MISSING, help: str = "", cli: bool = True) -> Any:
+    """A dataclass field with a one-line ``help``; ``cli=False`` keeps it off the command line."""
+    return field(default=default, metadata={"help": help, "cli": cli})
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Simulated region (or real data) and loading."""
 
-    n_chips: int  # chips in the simulated pretraining region
-    chip_size: int  # pixels per side at 10 m
-    pixel_size: float = 10.0  # metres
-    batch_size: int = 32
-    num_workers: int = 0
-    norm_tiles: int = 64  # train tiles sampled to fit per-channel normalisation
-    decode_on_device: bool = False  # MAE: workers send compact uint8 records, decoded on the GPU
+    n_chips: int = knob(help="chips in the simulated pretraining region", cli=False)
+    chip_size: int = knob(help="pixels per chip side at 10 m", cli=False)
+    pixel_size: float = knob(10.0, "simulated pixel size in metres", cli=False)
+    batch_size: int = knob(32, "samples per process and step (methods without their own batch_size use it)")
+    num_workers: int = knob(0, "DataLoader worker processes for pretraining")
+    norm_tiles: int = knob(64, "train tiles sampled to fit the per-channel normalisation")
+    decode_on_device: bool = knob(False, "MAE: workers send compact uint8 records, decoded on the GPU",
+                                  cli=False)  # the command line has the MAE section's --decode
+    s1_product: str = knob("s1grd-2020", "Sentinel-1 product that pretraining reads")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Encoder preset (see ``sarssl.models.vit``)."""
 
-    encoder: str  # timm model name, e.g. "vit_tiny_patch16_224"
-    patch_size: int
-    img_size: int
+    encoder: str = knob(help="timm model name, e.g. vit_tiny_patch16_224 (the patch size is set separately)")
+    patch_size: int = knob(help="pixels per patch side")
+    img_size: int = knob(help="input side in pixels (the chips' size)")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine runs a method (shared by every method; see ``sarssl.train.engine.TrainConfig``)."""
+
+    grad_accum_steps: int = knob(1, "micro-batches per optimiser step (effective batch = batch x this x processes)")
+    precision: str = knob("auto", "auto | bf16 | fp16 | fp32 (auto: bf16 or fp16 on CUDA, fp32 on CPU)")
+    compile: bool = knob(False, "torch.compile the model before training")
+    eps: float = knob(1e-8, "AdamW epsilon")
+    max_steps: int | None = knob(None, "stop after this many optimiser steps (with a checkpoint), schedule unchanged")
+    drop_last: bool = knob(True, "drop each epoch's last incomplete batch")
+    shuffle: bool = knob(True, "shuffle the training order each epoch (seeded)")
+    resume: bool = knob(True, "resume from checkpoint.pt in the run folder when there is one")
+    find_unused_parameters: bool = knob(False, "DDP: find parameters without gradients in each step")
 
 
 @dataclass(frozen=True)
 class MAEConfig:
-    epochs: int
-    decoder_dim: int = 128
-    decoder_depth: int = 1
-    decoder_heads: int = 4
-    mask_ratio: float = 0.75
-    base_lr: float = 1.5e-4
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.05
+    """Masked autoencoder pretraining (He et al. 2021)."""
+
+    epochs: int = knob(help="passes over the training chips")
+    batch_size: int | None = knob(None, "samples per process and step (None: data.batch_size)")
+    mask_ratio: float = knob(0.75, "fraction of patches masked in each image")
+    decoder_dim: int = knob(128, "decoder width")
+    decoder_depth: int = knob(1, "decoder transformer blocks")
+    decoder_heads: int = knob(4, "decoder attention heads")
+    decoder_mlp_ratio: float = knob(4.0, "decoder MLP hidden width / decoder_dim")
+    norm_pix_loss: bool = knob(True, "normalised-pixel targets (each target patch standardised)")
+    norm_pix_mode: str = knob("patch", "patch (He et al.: stats over each whole patch) | channel (per channel too)")
+    drop_path_rate: float = knob(0.0, "stochastic depth of the encoder")
+    base_lr: float = knob(1.5e-4, "peak learning rate per 256 samples (lr = base_lr x effective batch / 256)")
+    lr: float | None = knob(None, "absolute peak learning rate (None: from base_lr)")
+    min_lr: float = knob(0.0, "learning rate at the end of the cosine decay")
+    warmup_epochs: float = knob(1.0, "epochs of linear learning-rate warm-up")
+    weight_decay: float = knob(0.05, "AdamW weight decay (none on biases, norms, tokens)")
+    weight_decay_end: float | None = knob(None, "final weight decay of a cosine schedule (None: constant)")
+    betas: tuple[float, float] = knob((0.9, 0.95), "AdamW betas")
+    clip_grad: float | None = knob(None, "gradient clipping norm (None: no clipping)")
+    clip_mode: str = knob("global", "global (one norm over all gradients) | per_param")
+    checkpoint_every: int | None = knob(None, "optimiser steps between checkpoints (None: each epoch; 0: at the end)")
+    log_every: int | None = knob(None, "optimiser steps between logged rows (None: min(10, steps per epoch))")
+    tensorboard: bool = knob(True, "write TensorBoard logs under tb/")
+    decode: str | None = knob(None, "sample (decoded in the workers) | batch (decoded on the device); "
+                                    "None: from data.decode_on_device")
 
 
 @dataclass(frozen=True)
 class DINOConfig:
-    epochs: int
-    out_dim: int = 4096
-    n_local_crops: int = 4
-    global_crop_size: int = 64
-    local_crop_size: int = 32
-    base_lr: float = 5e-4
-    warmup_epochs: float = 1.0
-    warmup_teacher_temp_epochs: float = 1.0
-    teacher_temp: float = 0.07  # final teacher temperature (warm-up starts at 0.04)
-    momentum_teacher: float = 0.996  # EMA momentum at step 0 (cosine to 1); lower it for short runs
-    batch_size: int | None = None  # None: data.batch_size
+    """DINO self-distillation pretraining (Caron et al. 2021)."""
+
+    epochs: int = knob(help="passes over the training chips")
+    batch_size: int | None = knob(None, "samples per process and step (None: data.batch_size)")
+    out_dim: int = knob(4096, "prototypes K of the DINO head")
+    hidden_dim: int = knob(2048, "hidden width of the head's MLP")
+    bottleneck_dim: int = knob(256, "bottleneck width before the prototypes")
+    norm_last_layer: bool = knob(True, "fix the norm of the head's last layer to 1 (cosine logits)")
+    use_bn_in_head: bool = knob(False, "batch norm in the head's MLP")
+    drop_path_rate: float = knob(0.1, "stochastic depth of the student encoder (the teacher has none)")
+    n_global_crops: int = knob(2, "global views per chip (the teacher sees these)")
+    n_local_crops: int = knob(4, "local views per chip")
+    global_crop_size: int = knob(64, "global view side in pixels")
+    local_crop_size: int = knob(32, "local view side in pixels")
+    global_crops_scale: tuple[float, float] = knob((0.4, 1.0), "area range of a global view, fraction of the chip")
+    local_crops_scale: tuple[float, float] = knob((0.05, 0.4), "area range of a local view, fraction of the chip")
+    student_temp: float = knob(0.1, "student softmax temperature")
+    warmup_teacher_temp: float = knob(0.04, "teacher temperature at the start of its warm-up")
+    teacher_temp: float = knob(0.07, "final teacher temperature")
+    warmup_teacher_temp_epochs: float = knob(1.0, "epochs of linear teacher-temperature warm-up")
+    center_momentum: float = knob(0.9, "EMA momentum of the teacher centre")
+    momentum_teacher: float = knob(0.996, "teacher EMA momentum at step 0 (cosine to 1); lower it for short runs")
+    freeze_last_layer_epochs: float = knob(1.0, "epochs during which the head's last layer is not trained")
+    collapse_high: float = knob(0.95, "teacher entropy above this x ln K counts as uniform collapse")
+    collapse_low: float = knob(0.05, "teacher entropy below this x ln K counts as one-hot collapse")
+    monitor_every: int = knob(1, "optimiser steps between collapse checks (each one syncs with the host)")
+    base_lr: float = knob(5e-4, "peak learning rate per 256 samples (lr = base_lr x effective batch / 256)")
+    lr: float | None = knob(None, "absolute peak learning rate (None: from base_lr)")
+    min_lr: float = knob(1e-6, "learning rate at the end of the cosine decay")
+    warmup_epochs: float = knob(1.0, "epochs of linear learning-rate warm-up")
+    weight_decay: float = knob(0.04, "AdamW weight decay at the start (none on biases, norms, tokens)")
+    weight_decay_end: float | None = knob(0.4, "weight decay at the end of its cosine schedule (None: constant)")
+    betas: tuple[float, float] = knob((0.9, 0.999), "AdamW betas")
+    clip_grad: float | None = knob(3.0, "gradient clipping norm (None: no clipping)")
+    clip_mode: str = knob("per_param", "global (one norm over all gradients) | per_param (each tensor on its own)")
+    checkpoint_every: int = knob(0, "optimiser steps between checkpoints (0: at the end only)")
+    log_every: int | None = knob(None, "optimiser steps between logged rows (None: about 4 per epoch, at most 10)")
+    tensorboard: bool = knob(True, "write TensorBoard logs under tb/")
+    knn_k: int = knob(20, "neighbours of the epoch-end k-NN land-cover monitor")
+    knn_temperature: float = knob(0.07, "temperature of the k-NN vote weights")
+    knn_max_train: int = knob(512, "labelled train chips the k-NN monitor draws")
+    knn_max_test: int = knob(256, "validation chips the k-NN monitor scores")
+    knn_batch_size: int | None = knob(None, "batch of the k-NN feature extraction (None: data.batch_size)")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    epochs: int
-    label_fractions: tuple[float, ...] = (1, 2, 5, 10, 25, 50, 100)
-    seeds: tuple[int, ...] = (0,)
-    base_lr: float = 1e-3
-    layer_decay: float = 0.75
-    # fine-tuning runs and the label-efficiency sweep (sarssl.train.finetune / sweep)
-    batch_size: int = 32  # capped at the number of labelled tiles
-    min_steps: int = 50  # optimiser steps at least, so tiny label fractions still train
-    probe_lr: float = 3e-3  # absolute peak lr of heads on frozen encoders
-    weight_decay: float = 0.05
-    decoder_dim: int = 128
-    protocol: str = "finetune"  # sweep protocol: finetune | frozen | linear (scratch = random init)
-    tasks: tuple[str, ...] = ("vegetation", "landcover")
+    """Fine-tuning and probing with few labels (``sarssl.train.finetune``) and the sweep's grid."""
+
+    epochs: int = knob(help="passes over the labelled chips (at least min_steps optimiser steps)")
+    label_fractions: tuple[float, ...] = knob((1, 2, 5, 10, 25, 50, 100), "sweep: label fractions in percent",
+                                              cli=False)
+    seeds: tuple[int, ...] = knob((0,), "sweep: seeds of the labelled subsets and of training", cli=False)
+    protocol: str = knob("finetune", "sweep protocol: finetune | frozen | linear (scratch = random init)", cli=False)
+    tasks: tuple[str, ...] = knob(("vegetation", "landcover"), "sweep: targets", cli=False)
+    batch_size: int = knob(32, "samples per step, capped at the number of labelled tiles")
+    min_steps: int = knob(50, "optimiser steps at least, so tiny label fractions still train")
+    base_lr: float = knob(1e-3, "fine-tuning: peak learning rate per 256 samples")
+    lr: float | None = knob(None, "absolute peak learning rate for every protocol (None: probe_lr or from base_lr)")
+    probe_lr: float = knob(3e-3, "absolute peak learning rate of heads on frozen encoders")
+    layer_decay: float = knob(0.75, "layer-wise learning-rate decay of the encoder when fine-tuning")
+    weight_decay: float = knob(0.05, "AdamW weight decay when fine-tuning")
+    probe_weight_decay: float = knob(1e-4, "AdamW weight decay of heads on frozen encoders")
+    weight_decay_end: float | None = knob(None, "final weight decay of a cosine schedule (None: constant)")
+    min_lr: float = knob(0.0, "learning rate at the end of the cosine decay")
+    warmup_epochs: float | None = knob(None, "epochs of linear warm-up (None: min(1, 0.1 x epochs))")
+    betas: tuple[float, float] = knob((0.9, 0.999), "AdamW betas")
+    clip_grad: float | None = knob(3.0, "gradient clipping norm when fine-tuning (heads on frozen encoders: none)")
+    clip_mode: str = knob("global", "global (one norm over all gradients) | per_param")
+    decoder_dim: int = knob(128, "width of the dense decoders and of the frozen tile MLP (x 2)")
+    num_workers: int = knob(0, "DataLoader worker processes")
+    checkpoint_every: int = knob(0, "optimiser steps between checkpoints (0: at the end only)")
+    log_every: int | None = knob(None, "optimiser steps between logged rows (None: once per epoch)")
+    tensorboard: bool = knob(False, "write TensorBoard logs under tb/")
+
+
+#: Method -> its section's dataclass (the field of :class:`Profile` with the same name).
+METHOD_SECTIONS: dict[str, type] = {"mae": MAEConfig, "dino": DINOConfig, "finetune": FinetuneConfig}
 
 
 @dataclass(frozen=True)
 class Profile:
+    """A named preset: the device, the data and encoder, one section per method, and the engine."""
+
     name: str
     device: str
     data: DataConfig
@@ -91,8 +201,8 @@ class Profile:
     mae: MAEConfig
     dino: DINOConfig
     finetune: FinetuneConfig
+    engine: EngineConfig = field(default_factory=EngineConfig)
     notes: str = ""
-    extra: dict = field(default_factory=dict)
 
     def with_overrides(self, **changes) -> "Profile":
         """A copy with top-level fields replaced (``profile.with_overrides(device="cpu")``)."""
@@ -168,3 +278,183 @@ def resolve_profile_name(name: str = "auto") -> str:
 def get_profile(name: str = "auto") -> Profile:
     """The :class:`Profile` called ``name`` (``"auto"``, ``"smoke"``, ``"cpu"``, ``"gpu"`` or ``"paper"``)."""
     return PROFILES[resolve_profile_name(name)]
+
+
+# ------------------------------------------------------------------------------------------------
+# one run's configuration
+# ------------------------------------------------------------------------------------------------
+class Knob(NamedTuple):
+    """One overridable field: its flat ``name``, the ``section`` holding it, its type and help."""
+
+    name: str
+    section: str  # "mae" | "dino" | "finetune" | "model" | "data" | "engine"
+    type: Any
+    help: str
+    cli: bool
+
+
+def _section_knobs(section: str, cls: type) -> list[Knob]:
+    hints = typing.get_type_hints(cls)
+    return [Knob(f.name, section, hints[f.name], f.metadata.get("help", ""), f.metadata.get("cli", True))
+            for f in fields(cls)]
+
+
+def knobs(method: str) -> list[Knob]:
+    """The override names of ``method`` in lookup order: its section, then model, data and engine.
+
+    A name found in an earlier section hides the same name further down (``batch_size`` of a
+    method section before ``data.batch_size``).
+    """
+    _check_method(method)
+    out: dict[str, Knob] = {}
+    for section, cls in ((method, METHOD_SECTIONS[method]), ("model", ModelConfig), ("data", DataConfig),
+                         ("engine", EngineConfig)):
+        for k in _section_knobs(section, cls):
+            out.setdefault(k.name, k)
+    return list(out.values())
+
+
+def _check_method(method: str) -> None:
+    if method not in METHOD_SECTIONS:
+        raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHOD_SECTIONS)}")
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    """JSON/CLI value -> the field's type for containers (lists -> tuples); scalars stay as given."""
+    if value is None:
+        return None
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(args[0], value) if len(args) == 1 else value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v) for v in value)
+        return tuple(_coerce(a, v) for a, v in zip(args, value))
+    return value
+
+
+def _section_from_dict(cls: type, values: dict, where: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown} for {cls.__name__}; valid: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _coerce(hints[k], v) for k, v in values.items()})
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_as_json(v) for v in value]
+    return value
+
+
+def _section_to_dict(section) -> dict:
+    return {f.name: _as_json(getattr(section, f.name)) for f in fields(section)}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The complete, resolved configuration of one run (what ``run.json`` and the checkpoint keep).
+
+    ``method_config`` is the method's section (:class:`MAEConfig`, :class:`DINOConfig` or
+    :class:`FinetuneConfig`); ``profile`` the name of the profile it was resolved from; ``device``
+    the profile's device (``"cuda"`` runs on CUDA when available).
+    """
+
+    method: str
+    profile: str
+    device: str
+    model: ModelConfig
+    data: DataConfig
+    engine: EngineConfig
+    method_config: Any
+
+    def __post_init__(self):
+        _check_method(self.method)
+        cls = METHOD_SECTIONS[self.method]
+        if not isinstance(self.method_config, cls):
+            raise TypeError(f"RunConfig({self.method!r}): method_config is a {type(self.method_config).__name__}, "
+                            f"expected {cls.__name__}")
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict (tuples as lists); :meth:`from_dict` gives back an equal RunConfig."""
+        return {"method": self.method, "profile": self.profile, "device": self.device,
+                "model": _section_to_dict(self.model), "data": _section_to_dict(self.data),
+                "engine": _section_to_dict(self.engine), self.method: _section_to_dict(self.method_config)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        """The RunConfig that :meth:`to_dict` wrote; unknown keys raise a clear error."""
+        method = values.get("method")
+        _check_method(method)
+        expected = {"method", "profile", "device", "model", "data", "engine", method}
+        unknown = sorted(set(values) - expected)
+        missing = sorted(expected - set(values))
+        if unknown or missing:
+            raise ValueError(f"RunConfig.from_dict: unknown keys {unknown}, missing keys {missing}")
+        return cls(method=method, profile=values["profile"], device=values["device"],
+                   model=_section_from_dict(ModelConfig, values["model"], "model"),
+                   data=_section_from_dict(DataConfig, values["data"], "data"),
+                   engine=_section_from_dict(EngineConfig, values["engine"], "engine"),
+                   method_config=_section_from_dict(METHOD_SECTIONS[method], values[method], method))
+
+    def with_overrides(self, overrides: dict | None = None) -> "RunConfig":
+        """A copy with flat field names replaced (see :func:`train_config`), defaults re-resolved."""
+        if not overrides:
+            return self._resolved()
+        by_name = {k.name: k for k in knobs(self.method)}
+        changes: dict[str, dict] = {}
+        device = self.device
+        for key, value in overrides.items():
+            if key == "device":
+                device = value
+                continue
+            k = by_name.get(key)
+            if k is None:
+                kind = "fine-tuning" if self.method == "finetune" else "pretraining"
+                raise ValueError(f"unknown {kind} override {key!r} for {self.method}: expected one of "
+                                 f"{', '.join(sorted(by_name) + ['device'])}")
+            changes.setdefault(k.section, {})[key] = _coerce(k.type, value)
+        section = "method_config"
+        parts = {"model": self.model, "data": self.data, "engine": self.engine, section: self.method_config}
+        for name, values in changes.items():
+            target = section if name == self.method else name
+            parts[target] = replace(parts[target], **values)
+        return replace(self, device=device, **parts)._resolved()
+
+    def _resolved(self) -> "RunConfig":
+        """Fill the defaults that come from another section (``batch_size=None`` -> ``data.batch_size``...)."""
+        m = self.method_config
+        fill = {}
+        if isinstance(m, (MAEConfig, DINOConfig)) and m.batch_size is None:
+            fill["batch_size"] = self.data.batch_size
+        if isinstance(m, DINOConfig) and m.knn_batch_size is None:
+            fill["knn_batch_size"] = self.data.batch_size
+        if isinstance(m, MAEConfig):
+            decode = m.decode if m.decode is not None else ("batch" if self.data.decode_on_device else "sample")
+            if decode not in ("sample", "batch"):
+                raise ValueError(f"MAE decode must be 'sample' or 'batch', got {decode!r}")
+            fill["decode"] = decode
+        return replace(self, method_config=replace(m, **fill)) if fill else self
+
+
+def train_config(method: str, profile: "str | Profile" = "auto", overrides: dict | None = None) -> RunConfig:
+    """The resolved configuration of a ``method`` run (``"mae"``, ``"dino"`` or ``"finetune"``).
+
+    Args:
+        profile: a profile name (``"auto"`` included) or a :class:`Profile`.
+        overrides: flat field names -> values (``{"mask_ratio": 0.6, "epochs": 2}``), looked up in
+            the method's section first, then ``model``, ``data`` and ``engine`` (and ``device``);
+            an unknown name raises a ``ValueError`` listing the valid ones.
+
+    Returns:
+        A frozen :class:`RunConfig`; defaults that depend on another section are filled in
+        (``batch_size=None`` -> ``data.batch_size``; MAE ``decode`` from ``data.decode_on_device``).
+    """
+    _check_method(method)
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    cfg = RunConfig(method=method, profile=prof.name, device=prof.device, model=prof.model, data=prof.data,
+                    engine=prof.engine, method_config=getattr(prof, method))
+    return cfg.with_overrides(overrides)

@@ -75,7 +75,9 @@ def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool 
     """Run folder of ``method`` (``"mae"`` or ``"dino"``) pretrained on the simulated region of ``profile``.
 
     Trains on first use and resumes an interrupted run; a finished run is reused as it is. The folder
-    holds ``encoder.pth``/``encoder.json`` (timm-named encoder), ``metrics.csv`` and ``checkpoint.pt``.
+    holds ``encoder.pth``/``encoder.json`` (timm-named encoder), ``metrics.csv``, ``checkpoint.pt`` and
+    ``run.json`` (the resolved configuration that loaders rebuild from). ``overrides``: flat
+    configuration names (:func:`sarssl.profiles.train_config`), e.g. ``mask_ratio=0.9``.
     """
     from sarssl.train.pretrain import run_pretrain
 

@@ -9,7 +9,8 @@ import pytest
 
 from sarssl.cli import build_parser, main
 
-SUBCOMMANDS = [["simulate"], ["stats"], ["book"], ["pretrain"], ["finetune"], ["sweep"], ["data"], ["data", "download"]]
+SUBCOMMANDS = [["simulate"], ["stats"], ["book"], ["pretrain"], ["pretrain", "mae"], ["pretrain", "dino"], ["finetune"],
+               ["sweep"], ["data"], ["data", "download"]]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -290,12 +290,15 @@ def _engine_setup(tmp_path, name, **train_overrides):
     profile = profile.with_overrides(
         model=type(profile.model)(encoder=NAME, patch_size=PATCH, img_size=IMG),
         dino=type(profile.dino)(epochs=2, out_dim=64, n_local_crops=2, global_crop_size=IMG, local_crop_size=16))
+    from sarssl.profiles import train_config
+    from sarssl.train.dino_setup import prepare_dino
+
+    config = train_config("dino", profile, dict(
+        knn_k=3, knn_max_train=6, knn_max_test=4, batch_size=4, num_workers=0, tensorboard=False, log_every=1,
+        precision="fp32", device="cpu", **train_overrides))
     torch.manual_seed(0)
     base = _RandomChips()
-    task, data, cfg = __import__("sarssl.models.dino", fromlist=["x"]).prepare_dino(
-        profile, base, knn_train=base, out_dir=tmp_path / name, knn_kwargs=dict(k=3, max_train=6, max_test=4),
-        batch_size=4, num_workers=0, tensorboard=False, progress=False, log_every=1, precision="fp32",
-        device="cpu", **train_overrides)
+    task, data, cfg = prepare_dino(config, base, knn_train=base, out_dir=tmp_path / name, progress=False)
     return task, data, cfg
 
 

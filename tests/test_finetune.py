@@ -135,6 +135,12 @@ def test_run_finetune_scratch_vegetation(region, tmp_path, tiny_profile):
                      out_dir=out, progress=False, cache_dir=tmp_path / "cache")
     assert r["method"] == "scratch" and r["steps"] >= 2 and r["n_tiles"] > 0
     assert np.isfinite(r["rmse"]) and r["rmse"] >= r["mae"] >= 0
+    import json
+
+    from sarssl.profiles import train_config
+
+    saved = json.loads((out / "finetune.json").read_text())["config"]
+    assert saved == train_config("finetune", prof).to_dict()  # the resolved configuration is saved with the model
     task = load_finetuned(out)
     from sarssl.train.finetune_data import finetune_dataset, finetune_normalization
     from sarssl.train.tasks import products_for

@@ -6,7 +6,6 @@ validity mask of the same shape; display functions take ``(C, H, W)`` arrays in 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -16,29 +15,19 @@ import torch
 from sarssl.data.products import INPUT_CHANNELS
 from sarssl.models.mae import MAE, reconstruct
 
-#: Run-json override keys that change the MAE architecture or its targets.
-_MAE_KEYS = ("mask_ratio", "decoder_dim", "decoder_depth", "decoder_heads", "norm_pix_loss", "norm_pix_mode")
-
 
 def load_mae(run_dir: str | Path) -> MAE:
     """The full MAE (encoder + decoder) of a ``run_pretrain("mae", ...)`` folder, in eval mode on CPU.
 
-    Rebuilt from ``run.json`` (profile and model overrides) and loaded strictly from ``checkpoint.pt``.
+    Rebuilt from the resolved configuration saved in ``run.json`` (never from today's profiles;
+    see :func:`sarssl.train.pretrain.load_run_config`) and loaded strictly from ``checkpoint.pt``.
     """
-    from sarssl.models.mae import mae_from_profile
-    from sarssl.profiles import get_profile
+    from sarssl.models.mae import mae_from_config
     from sarssl.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from sarssl.train.pretrain import load_run_config
 
     run_dir = Path(run_dir)
-    info_path = run_dir / "run.json"
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{info_path} does not exist: was {run_dir} written by run_pretrain?")
-    info = json.loads(info_path.read_text())
-    if info.get("method") != "mae":
-        raise ValueError(f"{info_path} describes a {info.get('method')!r} run, expected 'mae'")
-    kw = {"norm_pix_loss": True}
-    kw.update({k: v for k, v in info.get("overrides", {}).items() if k in _MAE_KEYS})
-    mae, _ = mae_from_profile(get_profile(info["profile"]), init_weights=False, **kw)
+    mae, _ = mae_from_config(load_run_config(run_dir, "mae"), init_weights=False)
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)["task"]
     prefix = "mae."
     mae.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)

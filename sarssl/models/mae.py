@@ -396,16 +396,28 @@ def mae_flops(mae: MAE, mask_ratio: float | None = None) -> dict[str, int]:
     }
 
 
-def mae_from_profile(profile, **kw) -> tuple[MAE, EncoderSpec]:
-    """The MAE of a profile (encoder from ``profile.model``, decoder from ``profile.mae``)."""
-    from sarssl.models.vit import spec_from_profile
+def mae_from_config(config, **kw) -> tuple[MAE, EncoderSpec]:
+    """The MAE of a resolved run configuration (:class:`sarssl.profiles.RunConfig` of method ``"mae"``):
+    encoder from ``config.model`` (with the section's ``drop_path_rate``), decoder, mask ratio and
+    targets from ``config.method_config``. ``kw`` overrides :class:`MAE` arguments (``init_weights``...)."""
+    from sarssl.models.vit import EncoderSpec, resolve_name
 
-    spec = spec_from_profile(profile)
-    c = profile.mae
+    if config.method != "mae":
+        raise ValueError(f"expected an MAE run configuration, got method {config.method!r}")
+    m, c = config.model, config.method_config
+    spec = EncoderSpec(resolve_name(m.encoder), patch_size=m.patch_size, img_size=m.img_size)
     args = dict(decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, decoder_heads=c.decoder_heads,
-                mask_ratio=c.mask_ratio)
+                mask_ratio=c.mask_ratio, norm_pix_loss=c.norm_pix_loss, norm_pix_mode=c.norm_pix_mode,
+                mlp_ratio=c.decoder_mlp_ratio)
     args.update(kw)
-    return MAE(spec.create(), **args), spec
+    return MAE(spec.create(drop_path_rate=c.drop_path_rate), **args), spec
+
+
+def mae_from_profile(profile, **kw) -> tuple[MAE, EncoderSpec]:
+    """The MAE of a profile (name or Profile): :func:`mae_from_config` of ``train_config("mae", profile)``."""
+    from sarssl.profiles import train_config
+
+    return mae_from_config(train_config("mae", profile), **kw)
 
 
 def compute_table(profiles=("smoke", "cpu", "gpu", "paper"), mask_ratio: float | None = None):
@@ -416,20 +428,21 @@ def compute_table(profiles=("smoke", "cpu", "gpu", "paper"), mask_ratio: float |
     """
     import pandas as pd
 
-    from sarssl.profiles import get_profile
+    from sarssl.profiles import train_config
 
     rows = []
     for name in profiles:
-        p = get_profile(name)
+        cfg = train_config("mae", name)
+        c = cfg.method_config
         torch.manual_seed(0)
-        mae, spec = mae_from_profile(p, init_weights=False)
-        ratio = p.mae.mask_ratio if mask_ratio is None else mask_ratio
+        mae, spec = mae_from_config(cfg, init_weights=False)
+        ratio = c.mask_ratio if mask_ratio is None else mask_ratio
         f = mae_flops(mae, ratio)
         enc, dec = f["encoder"] / 1e9, f["decoder"] / 1e9
         rows.append({
             "profile": name, "encoder": spec.name, "img_size": spec.img_size, "patch": spec.patch_size,
             "tokens": mae.num_patches, "visible": int(mae.num_patches * (1 - ratio)),
-            "decoder": f"{p.mae.decoder_dim}x{p.mae.decoder_depth}",
+            "decoder": f"{c.decoder_dim}x{c.decoder_depth}",
             "encoder_GFLOPs": enc, "decoder_GFLOPs": dec, "full_encoder_GFLOPs": f["encoder_full"] / 1e9,
             "decoder_share": dec / (enc + dec), "train_GFLOPs": 3 * (enc + dec),
         })

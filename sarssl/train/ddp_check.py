@@ -76,13 +76,14 @@ def build_mae_check(out_dir: Path, world: int, global_batch: int = 8, epochs: in
 
     if data_root is not None:
         from sarssl.data.layout import list_aois
-        from sarssl.profiles import get_profile
+        from sarssl.profiles import train_config
         from sarssl.train.pretrain import PRETRAIN_METHODS, PretrainContext
 
         root = Path(data_root)
-        overrides = dict(batch_size=global_batch // world, epochs=epochs, seed=seed, device="cpu", precision="fp32",
+        overrides = dict(batch_size=global_batch // world, epochs=epochs, device="cpu", precision="fp32",
                          num_workers=0, checkpoint_every=1, log_every=1, tensorboard=False)
-        ctx = PretrainContext(get_profile(profile), root, list_aois(root), out_dir, seed, overrides, progress=False)
+        ctx = PretrainContext(train_config("mae", profile, overrides), root, list_aois(root), out_dir, seed,
+                              progress=False)
         setup = PRETRAIN_METHODS["mae"](ctx)
         return setup.task, setup.data, setup.config
     spec = EncoderSpec("vit_tiny_patch16_224", patch_size=8, img_size=32)

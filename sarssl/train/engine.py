@@ -418,13 +418,16 @@ class Trainer:
         collate_fn: batch collation for a ``Dataset`` (default ``torch`` collate).
         batch_transform: applied to each batch once it is on the device (e.g. decoding compact
             records on the GPU, ``M3LEODataset.decode_batch``).
+        run_config: the run's resolved configuration (``RunConfig.to_dict()``), saved in every
+            checkpoint as ``"run_config"``.
 
     After :meth:`fit`, :attr:`monitored` holds the task's monitored metric: ``{"metric", "mode",
     "last", "best", "best_step"}`` (``None`` values while no logged row carried the metric).
     """
 
     def __init__(self, task: TrainTask, data: Dataset | Callable, config: TrainConfig,
-                 collate_fn: Callable | None = None, batch_transform: Callable | None = None):
+                 collate_fn: Callable | None = None, batch_transform: Callable | None = None,
+                 run_config: dict | None = None):
         if not isinstance(task, TrainTask):
             raise TypeError(f"Trainer trains a sarssl.models.task.TrainTask, got {type(task).__name__}: "
                             "subclass TrainTask and implement training_step(batch, step_info)")
@@ -433,6 +436,7 @@ class Trainer:
         task.check_monitor()
         self.task, self.data, self.config, self.collate_fn = task, data, config, collate_fn
         self.batch_transform = batch_transform
+        self.run_config = run_config
         self.device = resolve_device(config.device)
         self.rank, self.world_size, self._owns_pg = init_distributed(self.device)
         self.is_main = self.rank == 0
@@ -718,6 +722,7 @@ class Trainer:
             "rng": rng_state(),
             "extra": self.task.extra_state(),
             "config": asdict(self.config),
+            "run_config": self.run_config,
             "world_size": self.world_size,
             "monitored": dict(self.monitored),
         }

@@ -139,25 +139,38 @@ def load_init_encoder(init: str | Path, profile, pretrained: dict | None = None,
 
 def finetune_train_config(profile, n_train: int, protocol: str, seed: int = 0, epochs: int | None = None,
                           out_dir=None, progress: bool = False, device: str | None = None, **overrides):
-    """The :class:`TrainConfig` of one run: the profile's epochs, but at least ``min_steps`` optimiser
-    steps (so tiny label fractions still train), batch ``min(batch_size, n_train)``; heads on frozen
-    encoders use the absolute ``probe_lr``, fine-tuning ``base_lr x batch / 256``."""
+    """The :class:`TrainConfig` of one run, from ``train_config("finetune", profile, overrides)`` (or a
+    fine-tuning :class:`~sarssl.profiles.RunConfig` given as ``profile``): the section's epochs (or
+    ``epochs``), but at least ``min_steps`` optimiser steps (so tiny label fractions still train), batch
+    ``min(batch_size, n_train)``; heads on frozen encoders use the absolute ``probe_lr`` and
+    ``probe_weight_decay`` without clipping, fine-tuning ``base_lr x batch / 256``, ``weight_decay``
+    and ``clip_grad``. ``overrides``: flat configuration names (``batch_size``, ``lr``, ``probe_lr``...)."""
+    from sarssl.profiles import RunConfig, train_config
     from sarssl.train.engine import TrainConfig
-    from sarssl.train.pretrain import device_for
+    from sarssl.train.pretrain import device_for, engine_kwargs
 
-    ft = profile.finetune
-    bs = max(1, min(int(overrides.pop("batch_size", getattr(ft, "batch_size", 32))), n_train))
+    if isinstance(profile, RunConfig):
+        if profile.method != "finetune":
+            raise ValueError(f"expected a fine-tuning run configuration, got method {profile.method!r}")
+        cfg = profile.with_overrides(overrides)
+    else:
+        cfg = train_config("finetune", profile, overrides)
+    ft = cfg.method_config
+    bs = max(1, min(int(ft.batch_size), n_train))
     steps_per_epoch = n_train // bs
     ep = int(epochs if epochs is not None else ft.epochs)
-    ep = max(ep, math.ceil(getattr(ft, "min_steps", 0) / max(steps_per_epoch, 1)))
+    ep = max(ep, math.ceil(ft.min_steps / max(steps_per_epoch, 1)))
     frozen = protocol in FROZEN_PROTOCOLS
-    values = dict(epochs=ep, batch_size=bs, base_lr=ft.base_lr, lr=getattr(ft, "probe_lr", 1e-3) if frozen else None,
-                  warmup_epochs=min(1.0, 0.1 * ep), weight_decay=getattr(ft, "weight_decay", 0.05) if not frozen else 1e-4,
-                  betas=(0.9, 0.999), seed=seed, out_dir=str(out_dir) if out_dir else None, checkpoint_every=0,
-                  log_every=max(1, steps_per_epoch), device=device or device_for(profile), tensorboard=False,
-                  progress=progress, clip_grad=None if frozen else 3.0, num_workers=0)
-    values.update(overrides)
-    return TrainConfig(**values)
+    return TrainConfig(
+        epochs=ep, batch_size=bs, base_lr=ft.base_lr,
+        lr=ft.lr if ft.lr is not None else ft.probe_lr if frozen else None,
+        min_lr=ft.min_lr, warmup_epochs=min(1.0, 0.1 * ep) if ft.warmup_epochs is None else ft.warmup_epochs,
+        weight_decay=ft.probe_weight_decay if frozen else ft.weight_decay, weight_decay_end=ft.weight_decay_end,
+        betas=ft.betas, clip_grad=None if frozen else ft.clip_grad, clip_mode=ft.clip_mode, seed=seed,
+        out_dir=str(out_dir) if out_dir else None, checkpoint_every=ft.checkpoint_every,
+        log_every=max(1, steps_per_epoch) if ft.log_every is None else ft.log_every,
+        device=device or device_for(cfg), tensorboard=ft.tensorboard, progress=progress, num_workers=ft.num_workers,
+        **engine_kwargs(cfg))
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,15 +285,22 @@ def run_finetune(task: str = "vegetation", protocol: str = "finetune", init: str
         out_dir: when given, ``checkpoint.pt``, ``metrics.csv``, ``model.pt`` and ``finetune.json``
             are written there (a finished run is reloaded, not retrained).
         eval_regions: extra test sets, name -> ``(root, aoi)`` (e.g. an out-of-region AOI).
-        overrides: TrainConfig fields (``batch_size``, ``lr``...).
+        overrides: flat configuration names (:func:`sarssl.profiles.train_config` for ``"finetune"``:
+            ``batch_size``, ``lr``, ``probe_lr``, ``decoder_dim``, ``layer_decay``, ``max_steps``...).
 
     Returns:
         ``{"task", "method", "protocol", "limit_pct", "n_tiles", "seed", "steps", "seconds", <metrics>}``
         for the in-region test split, plus ``"regions": {name: metrics}`` with ``eval_regions``.
     """
-    from sarssl.profiles import get_profile
+    from sarssl.profiles import get_profile, train_config
 
     prof = get_profile(profile) if isinstance(profile, str) else profile
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    cfg = train_config("finetune", prof, overrides)  # saved with the model
+    # the helpers below read the profile: give them the resolved sections (overrides applied)
+    prof = prof.with_overrides(device=cfg.device, model=cfg.model, data=cfg.data, engine=cfg.engine,
+                               finetune=cfg.method_config)
     spec = get_target(task)
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}: expected one of {PROTOCOLS}")
@@ -309,7 +329,7 @@ def run_finetune(task: str = "vegetation", protocol: str = "finetune", init: str
                  for k, v in evals.items()}
     run = train_and_evaluate(spec, protocol, encoder, prof, train, evals, seed=seed, epochs=epochs, out_dir=out_dir,
                              progress=progress, device=device,
-                             layer_decay=1.0 if str(init) == "scratch" else None, **overrides)
+                             layer_decay=1.0 if str(init) == "scratch" else None)
     method = str(init) if str(init) in ("scratch", "mae", "dino") else Path(str(init)).name
     result = {"task": spec.name, "method": method, "protocol": protocol, "limit_pct": float(limit_pct),
               "n_tiles": run.n_tiles, "seed": seed, "steps": run.steps, "seconds": time.perf_counter() - t0,
@@ -323,8 +343,8 @@ def run_finetune(task: str = "vegetation", protocol: str = "finetune", init: str
         out.mkdir(parents=True, exist_ok=True)
         atomic_save(run.task.head.state_dict(), out / "model.pt")
         info = {"result": result, "encoder": _encoder_spec(run.task.head.encoder, prof),
-                "head": {"task": spec.name, "protocol": protocol,
-                         "decoder_dim": getattr(prof.finetune, "decoder_dim", 128)},
+                "head": {"task": spec.name, "protocol": protocol, "decoder_dim": cfg.method_config.decoder_dim},
+                "config": cfg.to_dict(),
                 "data": {"root": str(data_root), "aoi": aoi, "year": year, "norm": norm.to_dict()
                          if hasattr(norm, "to_dict") else None}}
         atomic_write_text(json.dumps(info, indent=2, default=str), out / "finetune.json")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
 PROFILE_NAMES = ("smoke", "cpu", "gpu", "paper")
@@ -377,6 +377,15 @@ class RunConfig:
         if not isinstance(self.method_config, cls):
             raise TypeError(f"RunConfig({self.method!r}): method_config is a {type(self.method_config).__name__}, "
                             f"expected {cls.__name__}")
+
+    @property
+    def engine_device(self) -> str:
+        """The engine's device: ``"auto"`` for GPU configs (CUDA when present), else the configured one."""
+        return "auto" if self.device == "cuda" else self.device
+
+    def engine_kwargs(self) -> dict:
+        """The :class:`~sarssl.train.engine.TrainConfig` fields held in ``engine`` (precision, max_steps...)."""
+        return asdict(self.engine)
 
     def to_dict(self) -> dict:
         """JSON-safe dict (tuples as lists); :meth:`from_dict` gives back an equal RunConfig."""

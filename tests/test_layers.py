@@ -33,6 +33,7 @@ LAYERS = {
     "sarssl.workspace": 5,
     "sarssl.book": 5,
     "sarssl.claims": 5,
+    "sarssl.export": 5,
     "sarssl.cli": 5,
 }
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from sarssl.profiles import RunConfig, train_config
 from sarssl.train.engine import TrainConfig
-from sarssl.train.pretrain import device_for, engine_kwargs
 
 __all__ = ["multicrop_config", "multicrop_config_from_profile", "dino_from_config", "dino_train_config",
            "prepare_dino"]
@@ -70,8 +69,8 @@ def dino_train_config(config: RunConfig, n_train: int, out_dir=None, seed: int =
         warmup_epochs=d.warmup_epochs, weight_decay=d.weight_decay, weight_decay_end=d.weight_decay_end,
         betas=d.betas, clip_grad=d.clip_grad, clip_mode=d.clip_mode, checkpoint_every=d.checkpoint_every,
         log_every=log_every, tensorboard=d.tensorboard, num_workers=config.data.num_workers,
-        device=device_for(config), seed=seed, out_dir=str(out_dir) if out_dir is not None else None,
-        progress=progress, **engine_kwargs(config))
+        device=config.engine_device, seed=seed, out_dir=str(out_dir) if out_dir is not None else None,
+        progress=progress, **config.engine_kwargs())
 
 
 def prepare_dino(config: RunConfig, train_dataset, knn_train=None, knn_test=None, out_dir=None, seed: int = 0,

@@ -37,7 +37,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from sarssl.errors import UserError
 from sarssl.models.task import TrainTask, param_groups_weight_decay
+from sarssl.paths import run_path
 from sarssl.train.evaluation import evaluate
 from sarssl.train.finetune_data import finetune_dataset, finetune_normalization
 from sarssl.train.losses import target_tensors, task_loss
@@ -124,9 +126,7 @@ def load_init_encoder(init: str | Path, profile, pretrained: dict | None = None,
     if isinstance(init, str) and init in ("mae", "dino"):
         path = (pretrained or {}).get(init)
         if path is None:
-            from sarssl.workspace import workspace_dir
-
-            path = workspace_dir() / "runs" / profile.name / init
+            path = run_path(profile.name, init)
         hint = (f"pretrain it first (sarssl.workspace.pretrained_run(profile, {init!r}) or "
                 f"`sarssl pretrain {init} ...`) or pass its run folder")
     else:
@@ -147,7 +147,6 @@ def finetune_train_config(profile, n_train: int, protocol: str, seed: int = 0, e
     and ``clip_grad``. ``overrides``: flat configuration names (``batch_size``, ``lr``, ``probe_lr``...)."""
     from sarssl.profiles import RunConfig, train_config
     from sarssl.train.engine import TrainConfig
-    from sarssl.train.pretrain import device_for, engine_kwargs
 
     if isinstance(profile, RunConfig):
         if profile.method != "finetune":
@@ -169,8 +168,8 @@ def finetune_train_config(profile, n_train: int, protocol: str, seed: int = 0, e
         betas=ft.betas, clip_grad=None if frozen else ft.clip_grad, clip_mode=ft.clip_mode, seed=seed,
         out_dir=str(out_dir) if out_dir else None, checkpoint_every=ft.checkpoint_every,
         log_every=max(1, steps_per_epoch) if ft.log_every is None else ft.log_every,
-        device=device or device_for(cfg), tensorboard=ft.tensorboard, progress=progress, num_workers=ft.num_workers,
-        **engine_kwargs(cfg))
+        device=device or cfg.engine_device, tensorboard=ft.tensorboard, progress=progress, num_workers=ft.num_workers,
+        **cfg.engine_kwargs())
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,7 +279,7 @@ def run_finetune(task: str = "vegetation", protocol: str = "finetune", init: str
         protocol: ``finetune`` | ``scratch`` | ``frozen`` | ``linear`` | ``knn``.
         init: ``"scratch"``, ``"mae"``, ``"dino"`` (see :func:`load_init_encoder`) or a run folder.
         profile: profile name or :class:`~sarssl.profiles.Profile` (sizes, epochs, lr, layer decay).
-        data_root: M3LEO root holding ``aoi`` (default: the profile's simulated region).
+        data_root: M3LEO root holding ``aoi`` (required).
         limit_pct, seed: the labelled subset (same for every init) and the run seed.
         out_dir: when given, ``checkpoint.pt``, ``metrics.csv``, ``model.pt`` and ``finetune.json``
             are written there (a finished run is reloaded, not retrained).
@@ -307,9 +306,8 @@ def run_finetune(task: str = "vegetation", protocol: str = "finetune", init: str
     if protocol == "scratch":
         init = "scratch"
     if data_root is None:
-        from sarssl.workspace import simulated_region
-
-        data_root = simulated_region(prof, aoi, seed=0, progress=progress)
+        raise UserError("run_finetune: data_root is required (an M3LEO root holding the AOI; "
+                        "sarssl.workspace.simulated_region(profile) makes the simulated one)")
     t0 = time.perf_counter()
     encoder = load_init_encoder(init, prof, pretrained, seed)
     init_dir = None if str(init) == "scratch" else (pretrained or {}).get(init, init if Path(str(init)).is_dir() else None)

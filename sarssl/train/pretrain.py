@@ -15,7 +15,7 @@ optional ``collate_fn``. Add a method with :func:`register_method` (and a sectio
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,16 +60,6 @@ def register_method(name: str):
     return wrap
 
 
-def device_for(config) -> str:
-    """``"auto"`` for GPU configs (CUDA when present), else the device (a RunConfig's or a Profile's)."""
-    return "auto" if config.device == "cuda" else config.device
-
-
-def engine_kwargs(config: RunConfig) -> dict:
-    """The :class:`TrainConfig` fields of ``config.engine`` (precision, accumulation, max_steps...)."""
-    return asdict(config.engine)
-
-
 def pretrain_dataset(ctx: PretrainContext, s1_product: str = S1_PRODUCT, split="train", products=None,
                      decode: str = "sample"):
     """The M3LEO chips of ``ctx.aois`` (``split``) with ``s1``/``s1_valid``; normalisation fitted on train.
@@ -106,8 +96,8 @@ def mae_train_config(config: RunConfig, n_train: int, out_dir=None, seed: int = 
         betas=m.betas, clip_grad=m.clip_grad, clip_mode=m.clip_mode,
         checkpoint_every=max(1, steps) if m.checkpoint_every is None else m.checkpoint_every,
         log_every=max(1, min(10, steps)) if m.log_every is None else m.log_every,
-        tensorboard=m.tensorboard, num_workers=config.data.num_workers, device=device_for(config), seed=seed,
-        out_dir=str(out_dir) if out_dir is not None else None, progress=progress, **engine_kwargs(config))
+        tensorboard=m.tensorboard, num_workers=config.data.num_workers, device=config.engine_device, seed=seed,
+        out_dir=str(out_dir) if out_dir is not None else None, progress=progress, **config.engine_kwargs())
 
 
 @register_method("mae")

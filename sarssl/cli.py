@@ -6,7 +6,8 @@
 ``sarssl pretrain``  MAE or DINO pretraining (resumable with the same command)
 ``sarssl finetune``  fine-tune or probe an encoder on one target with few labels
 ``sarssl sweep``     the label-efficiency sweep (resumable)
-``sarssl data``      download real M3LEO regions (needs internet)
+``sarssl data``      download real M3LEO regions, whole or a subset of chips (needs internet)
+``sarssl export``    a pretrained encoder as a timm / Hugging Face Hub model folder
 
 ``pretrain mae|dino`` and ``finetune`` get one flag per field of the method's configuration
 (:mod:`sarssl.profiles`: ``--mask-ratio 0.6``, ``--out-dim 1024``, ``--probe-lr 0.01``,
@@ -206,15 +207,63 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_data_download(args) -> int:
-    from sarssl.data.download import download_aoi
+    from sarssl.data.download import download_aoi, read_subset
     from sarssl.data.parquet import unpack_parquet
 
-    aoi_dir = download_aoi(args.aoi, args.out, products=args.products, miniset=args.miniset, revision=args.revision)
-    print(f"downloaded {args.aoi} to {aoi_dir}")
+    aoi_dir = download_aoi(args.aoi, args.out, products=args.products, miniset=args.miniset, revision=args.revision,
+                           max_chips=args.max_chips, splits=args.splits, seed=args.seed,
+                           progress=not getattr(args, "quiet", False))
+    subset = read_subset(aoi_dir)
+    if subset is not None:
+        per_split = ", ".join(f"{s} {n}" for s, n in sorted(subset["chips"].items()))
+        shards = f", {len(subset['shards'])} shard(s) per dataset" if not args.miniset else ""
+        print(f"downloaded {subset['n_chips']} chips of {args.aoi} ({per_split}; seed {subset['seed']}{shards}) "
+              f"to {aoi_dir}")
+    else:
+        print(f"downloaded {args.aoi} to {aoi_dir}")
     if args.unpack and not args.miniset:
-        counts = unpack_parquet(aoi_dir, args.out, products=args.products)
+        ids = subset["identifiers"] if subset is not None else None
+        counts = unpack_parquet(aoi_dir, args.out, products=args.products, identifiers=ids,
+                                progress=not getattr(args, "quiet", False))
         print(f"unpacked parquet shards into the M3LEO layout under {args.out}: {counts}")
     return 0
+
+
+def _add_download_subset_args(d) -> None:
+    """Subset flags of ``sarssl data download`` (chips drawn from the split CSV, stratified by split)."""
+    d.add_argument("--max-chips", type=_positive_int,
+                   help="fetch only N chips, drawn from the split CSV stratified by split (default: all)")
+    d.add_argument("--splits", nargs="+", choices=("train", "val", "test"),
+                   help="draw chips from these splits only (default: all three)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the chip draw (default 0)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_export(args) -> int:
+    from sarssl.export import export_run, push_to_hub
+
+    out = export_run(args.run, args.out, normalization=args.normalization, overwrite=args.overwrite,
+                     repo_hint=args.hub_repo)
+    print(f"exported {args.run} to {out} (model.safetensors, config.json, README.md)")
+    if args.hub_repo:
+        url = push_to_hub(out, args.hub_repo, private=args.private)
+        print(f"pushed to {url}")
+    return 0
+
+
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a pretrained encoder as a timm / Hugging Face Hub model folder",
+                       description="Export a pretraining run's encoder as model.safetensors + config.json (timm's "
+                                   "pretrained_cfg with channels, units, mean/std in dB, M3LEO decoding) + README.md "
+                                   "model card. Load it with timm.create_model('local-dir:OUT', pretrained=True).")
+    p.add_argument("run", type=_existing_dir, help="pretraining run folder (encoder.pth, encoder.json, run.json)")
+    p.add_argument("out", type=Path, help="folder to write the model into")
+    p.add_argument("--normalization", type=Path,
+                   help="normalisation JSON of the run's data (default: found from run.json in the workspace)")
+    p.add_argument("--hub-repo", help="also push the folder to this Hugging Face model repository (needs a token)")
+    p.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export in OUT")
+    p.set_defaults(func=cmd_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,14 +362,20 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION", parser_class=_Parser)
     d = data_sub.add_parser("download", help="download one M3LEO AOI (resumable)",
                             description="Download one M3LEO AOI: the parquet shards of M3LEO/<aoi> or, with --miniset, the "
-                                        "GeoTIFFs of M3LEO-miniset/<aoi>. Running the same command again resumes.")
-    d.add_argument("--aoi", required=True, help="AOI name, e.g. 'england'")
+                                        "GeoTIFFs of M3LEO-miniset/<aoi>, under their published names. With --max-chips "
+                                        "and/or --splits only the chips drawn from the split CSV (stratified by split, "
+                                        "seeded) are fetched, from the archive only the shards holding them. Running the "
+                                        "same command again resumes.")
+    d.add_argument("--aoi", required=True,
+                   help="AOI name: china, conus, europe, middleeast, pakin or southamerica")
     d.add_argument("--out", type=Path, required=True, help="M3LEO root to write into")
     d.add_argument("--miniset", action="store_true", help="the small GeoTIFF miniset instead of the parquet archives")
     d.add_argument("--products", nargs="+", help="products or families to fetch (default: all)")
     d.add_argument("--revision", help="dataset revision (branch, tag or commit)")
     d.add_argument("--unpack", action="store_true", help="unpack the parquet shards into the folder layout")
+    _add_download_subset_args(d)
     d.set_defaults(func=cmd_data_download)
+    _add_export_parser(sub)
     return parser
 
 

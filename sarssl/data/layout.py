@@ -2,9 +2,23 @@
 
 An area of interest (AOI) lives under ``<root>/<aoi>/``::
 
-    <aoi>_partitions_aschips_<hash>.geojson                                   chip polygons (property ``identifier``)
-    <aoi>_partitions_aschips_<hash>_splits_60bands_angle<XX>_60-20-20.csv     columns ``identifier,split``
-    <aoi>_partitions_aschips_<hash>/<product>/<identifier>.tif                one GeoTIFF per chip and product
+    <prefix>.geojson                                          chip polygons (property ``identifier``)
+    <prefix>_splits_60bands_angle<XX>_60-20-20.csv            columns ``identifier,split`` (+ ``original_index``)
+    <prefix>/<product>/<identifier>.tif                       one GeoTIFF per chip and product
+
+with ``<prefix> = <aoi>_partitions_aschips_<hash>``. The names are read exactly as M3LEO publishes
+them, no renaming needed:
+
+- the GeoTIFF miniset (``M3LEO-miniset/<aoi>``) adds a ``_miniset`` suffix to the geojson and the split
+  CSV (``<prefix>_miniset.geojson``, ``<prefix>_splits_..._60-20-20_miniset.csv``);
+- the parquet archive (``M3LEO/<aoi>``) has the split CSV plus a *shard index*
+  ``<prefix>_splits_..._60-20-20_parquet.csv`` (column ``parquet_identifier`` naming each chip's shard);
+  the shard index is not a second split file, and serves as the split file when it is the only one.
+
+Product folders are listed as they are: the ones sarssl decodes (:data:`sarssl.data.products.PRODUCT_FAMILIES`)
+and any other (``gssic``, ``gunw_<start>_<end>``, ``srtmdem``, ...), see :meth:`AOILayout.product_folders`.
+Some published names differ between the miniset, the archive and the dataset cards (``s2srm`` for
+``s2rgbm``, ``gunw-`` for ``gunw_``, ``strmdem`` for ``srtmdem``): :func:`canonical_product` maps them.
 
 Splits are geographic stripes: the AOI is cut into 60 parallel bands at an angle, and the bands
 repeat ``train, train, train, test, val``, which gives the 60-20-20 proportions while keeping
@@ -34,18 +48,98 @@ def parse_splits(split) -> list[str] | None:
             raise ValueError(f"unknown split {s!r}: expected one of {list(SPLITS)} or None")
     return splits
 
-_SPLIT_RE = re.compile(r"^(?P<stem>.+_partitions_aschips_(?P<hash>[0-9a-zA-Z]+))_splits_(?P<n>\d+)bands_angle(?P<angle>\d+)_60-20-20\.csv$")
+_SPLIT_RE = re.compile(r"^(?P<stem>(?P<aoi>.+)_partitions_aschips_(?P<hash>[0-9a-zA-Z]+))_splits_(?P<n>\d+)bands"
+                       r"_angle(?P<angle>\d+)_60-20-20(?P<suffix>_miniset|_parquet)?\.csv$")
+#: split file names as published: groups ``stem`` (the prefix), ``aoi``, ``hash``, ``n``, ``angle``, ``suffix``
+SPLIT_FILE_RE = _SPLIT_RE
+#: suffix of the parquet archive's shard index (``<prefix>_splits_..._60-20-20_parquet.csv``)
+SHARD_INDEX_SUFFIX = "_parquet"
+#: suffix of the GeoTIFF miniset's metadata names
+MINISET_SUFFIX = "_miniset"
+
+#: published spellings -> the name sarssl reads (prefix replacements, applied to the product's start)
+PRODUCT_ALIASES = (("s2srm", "s2rgbm"), ("strmdem", "srtmdem"), ("gunw-", "gunw_"))
+
+
+def canonical_product(name: str) -> str:
+    """A product or dataset name as published anywhere -> the name sarssl uses.
+
+    ``"s2srm-2020"`` (the archive's dataset name) -> ``"s2rgbm-2020"``; ``"strmdem"`` -> ``"srtmdem"``;
+    ``"gunw-2020-01-01_2020-03-31"`` -> ``"gunw_2020-01-01_2020-03-31"``; other names are unchanged.
+    """
+    for old, new in PRODUCT_ALIASES:
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def product_family_name(name: str) -> str:
+    """The family of any product name, known or not: ``"s1grd-2020"`` -> ``"s1grd"``, ``"gunw_2020-..."`` -> ``"gunw"``."""
+    return re.split(r"[-_]", canonical_product(name), maxsplit=1)[0]
+
+
+class SplitFileError(ValueError):
+    """An AOI folder with no split file, or with two of them (the message names both)."""
+
+
+def split_files(aoi_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """``(split files, shard indexes)`` directly in ``aoi_dir`` (published names, any suffix), sorted."""
+    splits, indexes = [], []
+    for p in sorted(Path(aoi_dir).glob("*.csv")):
+        m = _SPLIT_RE.match(p.name)
+        if m and p.is_file():
+            (indexes if m["suffix"] == SHARD_INDEX_SUFFIX else splits).append(p)
+    return splits, indexes
+
+
+def _pick_split_file(aoi_dir: Path) -> tuple[Path, Path | None]:
+    """The AOI's one split file and its shard index (or None); raises :class:`SplitFileError`."""
+    splits, indexes = split_files(aoi_dir)
+    if len(splits) > 1:
+        # a canonical copy of a published file (older ``sarssl data download``) is the same split file
+        first = splits[0].read_bytes()
+        if any(p.read_bytes() != first for p in splits[1:]):
+            names = " and ".join(repr(p.name) for p in splits)
+            raise SplitFileError(f"AOI folder {str(aoi_dir)!r} holds more than one split file: {names}; "
+                                 "keep one of them (move the others out of the folder)")
+        plain = [p for p in splits if _SPLIT_RE.match(p.name)["suffix"] is None]
+        splits = plain[:1] or splits[:1]
+    if len(indexes) > 1:
+        names = " and ".join(repr(p.name) for p in indexes)
+        raise SplitFileError(f"AOI folder {str(aoi_dir)!r} holds more than one parquet shard index: {names}")
+    if splits:
+        split = splits[0]
+        index = indexes[0] if indexes else None
+        if index is not None and _SPLIT_RE.match(index.name)["stem"] != _SPLIT_RE.match(split.name)["stem"]:
+            raise SplitFileError(f"AOI folder {str(aoi_dir)!r}: split file {split.name!r} and shard index "
+                                 f"{index.name!r} name different chip sets")
+        return split, index
+    if indexes:
+        return indexes[0], indexes[0]
+    raise SplitFileError(
+        f"no split file in {str(aoi_dir)!r}: expected '<aoi>_partitions_aschips_<hash>_splits_60bands_angleXX_60-20-20.csv' "
+        "(or the published '..._60-20-20_miniset.csv' / '..._60-20-20_parquet.csv')")
 
 
 @dataclass(frozen=True)
 class AOILayout:
-    """Paths of one AOI in the M3LEO layout."""
+    """Paths of one AOI in the M3LEO layout.
+
+    ``prefix`` (default ``<aoi>_partitions_aschips_<chips_hash>``), ``split_name``, ``geojson_name`` and
+    ``shard_index_name`` hold the file names found on disk (:meth:`find` fills them in, so published names
+    with a ``_miniset`` suffix are read as they are); when left ``None`` the canonical names are used,
+    which is what the simulator writes.
+    """
 
     root: Path
     aoi: str
     chips_hash: str
     angle: int = 0
     n_stripes: int = N_STRIPES
+    prefix: str | None = None
+    split_name: str | None = None
+    geojson_name: str | None = None
+    shard_index_name: str | None = None
 
     @property
     def aoi_dir(self) -> Path:
@@ -53,7 +147,7 @@ class AOILayout:
 
     @property
     def stem(self) -> str:
-        return f"{self.aoi}_partitions_aschips_{self.chips_hash}"
+        return self.prefix or f"{self.aoi}_partitions_aschips_{self.chips_hash}"
 
     @property
     def chips_dir(self) -> Path:
@@ -61,11 +155,17 @@ class AOILayout:
 
     @property
     def geojson(self) -> Path:
-        return self.aoi_dir / f"{self.stem}.geojson"
+        return self.aoi_dir / (self.geojson_name or f"{self.stem}.geojson")
 
     @property
     def split_csv(self) -> Path:
-        return self.aoi_dir / f"{self.stem}_splits_{self.n_stripes}bands_angle{self.angle:02d}_60-20-20.csv"
+        return self.aoi_dir / (self.split_name or
+                               f"{self.stem}_splits_{self.n_stripes}bands_angle{self.angle:02d}_60-20-20.csv")
+
+    @property
+    def shard_index(self) -> Path | None:
+        """The parquet archive's ``..._parquet.csv`` (chip -> ``parquet_identifier``), or None."""
+        return self.aoi_dir / self.shard_index_name if self.shard_index_name else None
 
     def product_dir(self, product: str) -> Path:
         return self.chips_dir / product
@@ -73,9 +173,26 @@ class AOILayout:
     def chip_path(self, product: str, identifier: str) -> Path:
         return self.product_dir(product) / f"{identifier}.tif"
 
+    def product_folders(self) -> list[str]:
+        """Every product folder under ``chips_dir`` as it is named on disk, known to sarssl or not (sorted)."""
+        if not self.chips_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.chips_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def unknown_products(self) -> list[str]:
+        """Product folders sarssl does not decode (``gssic``, ``gunw_*``, ``srtmdem``...): listed, never an error."""
+        from sarssl.data.products import PRODUCT_FAMILIES
+
+        return [p for p in self.product_folders() if p.split("-")[0] not in PRODUCT_FAMILIES]
+
     @classmethod
     def find(cls, root: str | Path, aoi: str) -> "AOILayout":
-        """Locate an AOI under ``root`` from its split CSV; clear errors when the layout is not there."""
+        """Locate an AOI under ``root`` from its split CSV; clear errors when the layout is not there.
+
+        Published names are accepted as they are (``_miniset`` split CSV and geojson, the archive's
+        ``_parquet`` shard index). Two different split files in one AOI folder raise
+        :class:`SplitFileError` naming both.
+        """
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"M3LEO root {str(root)!r} is not a directory")
@@ -83,18 +200,26 @@ class AOILayout:
         if not aoi_dir.is_dir():
             found = sorted(p.name for p in root.iterdir() if p.is_dir())
             raise FileNotFoundError(f"AOI folder {str(aoi_dir)!r} does not exist (AOIs under {str(root)!r}: {found or 'none'})")
-        matches = [m for p in sorted(aoi_dir.glob("*.csv")) if (m := _SPLIT_RE.match(p.name))]
-        if not matches:
-            raise FileNotFoundError(
-                f"no split file in {str(aoi_dir)!r}: expected "
-                f"'{aoi}_partitions_aschips_<hash>_splits_60bands_angleXX_60-20-20.csv'"
-            )
-        m = matches[0]
-        return cls(root=root, aoi=aoi, chips_hash=m["hash"], angle=int(m["angle"]), n_stripes=int(m["n"]))
+        try:
+            split, index = _pick_split_file(aoi_dir)
+        except SplitFileError as e:
+            if "no split file" in str(e):
+                raise FileNotFoundError(str(e)) from None
+            raise
+        m = _SPLIT_RE.match(split.name)
+        stem = m["stem"]
+        geojson = None
+        for suffix in (m["suffix"] or "", "", MINISET_SUFFIX):
+            if (aoi_dir / f"{stem}{suffix}.geojson").is_file():
+                geojson = f"{stem}{suffix}.geojson"
+                break
+        return cls(root=root, aoi=aoi, chips_hash=m["hash"], angle=int(m["angle"]), n_stripes=int(m["n"]),
+                   prefix=stem, split_name=split.name, geojson_name=geojson,
+                   shard_index_name=index.name if index is not None else None)
 
 
 def list_aois(root: str | Path) -> list[str]:
-    """Names of the AOI folders under ``root`` that hold a split file."""
+    """Names of the AOI folders under ``root`` that hold a split file (published names included)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"M3LEO root {str(root)!r} is not a directory")

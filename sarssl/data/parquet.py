@@ -17,6 +17,13 @@ column     type        meaning
 - :class:`M3LEOParquetStream` is a ``torch.utils.data.IterableDataset`` that decodes GeoTIFF bytes in memory
   and yields the canonical sample dict of :class:`sarssl.data.datasets.M3LEODataset`, sharded by row group
   across DataLoader workers and DDP ranks, with a seeded, per-epoch shuffle.
+
+The archive names its shards ``<aoi>/<prefix>/<dataset>/<parquet_identifier>.zstd.parquet`` and ships a
+*shard index*, ``<prefix>_splits_..._60-20-20_parquet.csv`` (columns ``identifier, split,
+parquet_identifier``), naming the shard that holds each chip (the same identifier in every dataset's
+folder): :func:`read_shard_index`, :func:`shards_for_chips`, and :func:`shard_index_from_shards` /
+:func:`write_shard_index` to build one for shards of your own. Dataset names of the archive
+(``s2srm-<year>``, ``gunw-<dates>``) are read as the products sarssl names (``s2rgbm-<year>``...).
 """
 
 from __future__ import annotations
@@ -29,15 +36,19 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from sarssl.data.layout import AOILayout, parse_splits
+from sarssl.data.layout import AOILayout, canonical_product, parse_splits
 from sarssl.data.products import INPUT_CHANNELS
 
 __all__ = [
     "PARQUET_COLUMNS", "find_shards", "unpack_parquet", "pack_parquet", "record_from_bytes", "M3LEOParquetStream",
+    "SHARD_INDEX_COLUMNS", "shard_file_name", "parquet_identifier", "read_shard_index", "shards_for_chips",
+    "shard_index_from_shards", "write_shard_index",
 ]
 
 PARQUET_COLUMNS = ("path", "ds", "content")
 PARQUET_CODEC = "zstd"
+#: columns of the archive's shard index (``..._parquet.csv``); more columns (``original_index``) may follow
+SHARD_INDEX_COLUMNS = ("identifier", "split", "parquet_identifier")
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,13 +87,114 @@ def _safe_relpath(path: str, shard: Path) -> PurePosixPath:
 
 
 def _wanted(ds: str, products) -> bool:
+    ds = canonical_product(ds)
     return products is None or ds in products or ds.split("-")[0] in products
+
+
+# --------------------------------------------------------------------------------------------
+# the shard index (``<prefix>_splits_..._60-20-20_parquet.csv``)
+# --------------------------------------------------------------------------------------------
+def shard_file_name(parquet_id: str) -> str:
+    """``"a1b2"`` -> ``"a1b2.zstd.parquet"`` (the archive's shard file name)."""
+    return f"{parquet_id}.{PARQUET_CODEC}.parquet"
+
+
+def parquet_identifier(path) -> str:
+    """A shard path -> its ``parquet_identifier`` (the file name without ``.zstd.parquet`` / ``.parquet``)."""
+    name = PurePosixPath(str(path).replace("\\", "/")).name
+    for ext in (f".{PARQUET_CODEC}.parquet", ".parquet"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    raise ValueError(f"{str(path)!r} is not a parquet shard (expected '<parquet_identifier>.{PARQUET_CODEC}.parquet')")
+
+
+def read_shard_index(path):
+    """The shard index CSV as a DataFrame with string columns ``identifier, split, parquet_identifier`` (+ others).
+
+    Raises ``FileNotFoundError`` when absent, ``ValueError`` naming the file for missing columns or a chip
+    listed twice.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"shard index {str(path)!r} does not exist (expected columns "
+                                f"{', '.join(SHARD_INDEX_COLUMNS)})")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("identifier", "parquet_identifier") if c not in df.columns]
+    if missing:
+        raise ValueError(f"shard index {str(path)!r}: missing column(s) {missing}; expected "
+                         f"{list(SHARD_INDEX_COLUMNS)}, found {list(df.columns)}")
+    df = df.assign(identifier=df["identifier"].str.strip(), parquet_identifier=df["parquet_identifier"].str.strip())
+    dup = df["identifier"][df["identifier"].duplicated()]
+    if len(dup):
+        raise ValueError(f"shard index {str(path)!r}: chip(s) listed twice: {list(dup[:5])}")
+    return df.reset_index(drop=True)
+
+
+def shards_for_chips(index, identifiers) -> list[str]:
+    """The sorted ``parquet_identifier`` values holding ``identifiers`` (a shard index DataFrame or its CSV path).
+
+    Raises ``ValueError`` naming chips the index does not list.
+    """
+    df = read_shard_index(index) if not hasattr(index, "columns") else index
+    ids = {str(i) for i in identifiers}
+    table = dict(zip(df["identifier"], df["parquet_identifier"]))
+    unknown = sorted(ids - set(table))
+    if unknown:
+        raise ValueError(f"shard index lists no shard for {len(unknown)} chip(s) (first: {unknown[:5]})")
+    return sorted({table[i] for i in ids})
+
+
+def shard_index_from_shards(shards):
+    """Read the ``path`` column of shards -> DataFrame ``identifier, parquet_identifier`` (one row per chip).
+
+    A chip must sit in shards of the same ``parquet_identifier`` in every dataset (as in the archive);
+    otherwise ``ValueError`` names the chip and both shards.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    table: dict[str, tuple[str, str]] = {}
+    for f in find_shards(shards):
+        pf = pq.ParquetFile(f)
+        _check_schema(pf, f, need=("path",))
+        pid = parquet_identifier(f)
+        for path in pf.read(columns=["path"]).column("path").to_pylist():
+            ident = _chip_key(path)[1]
+            prev = table.setdefault(ident, (pid, str(f)))
+            if prev[0] != pid:
+                raise ValueError(f"chip {ident!r} is in shard {prev[1]!r} and in shard {str(f)!r} with another "
+                                 "parquet_identifier: a shard index needs one shard identifier per chip")
+    ids = sorted(table)
+    return pd.DataFrame({"identifier": ids, "parquet_identifier": [table[i][0] for i in ids]})
+
+
+def write_shard_index(split_csv, shards, out_csv) -> Path:
+    """Write the archive's shard index: the split CSV's rows plus ``parquet_identifier`` from ``shards``.
+
+    Chips of the split CSV that no shard holds are left out (and so are shards' chips the split CSV does
+    not list). Returns ``out_csv``.
+    """
+    import pandas as pd
+
+    splits = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    if not {"identifier", "split"} <= set(splits.columns):
+        raise ValueError(f"split file {str(split_csv)!r}: expected columns identifier,split, found {list(splits.columns)}")
+    index = shard_index_from_shards(shards)
+    out = splits.assign(identifier=splits["identifier"].str.strip()).merge(index, on="identifier", how="inner")
+    cols = ["identifier", "split", "parquet_identifier"] + [c for c in out.columns if c not in SHARD_INDEX_COLUMNS]
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    out[cols].to_csv(out_csv, index=False)
+    return out_csv
 
 
 # --------------------------------------------------------------------------------------------
 # unpacking
 # --------------------------------------------------------------------------------------------
-def unpack_parquet(shards, out_root, products=None, progress: bool = True, batch_size: int = 64) -> dict:
+def unpack_parquet(shards, out_root, products=None, progress: bool = True, batch_size: int = 64,
+                   identifiers=None) -> dict:
     """Write the files held in parquet shards to ``<out_root>/<path>``.
 
     Args:
@@ -90,6 +202,7 @@ def unpack_parquet(shards, out_root, products=None, progress: bool = True, batch
         out_root: M3LEO root folder; row paths start with the AOI folder.
         products: keep only rows whose ``ds`` is one of these products (or families); None keeps all.
         progress: tqdm bar over rows.
+        identifiers: keep only these chips (e.g. a subset download's; a shard holds other chips too).
         batch_size: rows read at a time (memory is about ``batch_size`` files).
 
     Returns:
@@ -102,7 +215,8 @@ def unpack_parquet(shards, out_root, products=None, progress: bool = True, batch
 
     files = find_shards(shards)
     out_root = Path(out_root)
-    want = None if products is None else {str(p) for p in products}
+    want = None if products is None else {canonical_product(str(p)) for p in products}
+    keep_ids = None if identifiers is None else {str(i) for i in identifiers}
     counts = {"written": 0, "skipped_existing": 0, "filtered": 0, "bytes_written": 0, "shards": len(files)}
     total = 0
     handles = []
@@ -121,7 +235,7 @@ def unpack_parquet(shards, out_root, products=None, progress: bool = True, batch
                 content = batch.column("content")
                 for i, (path, ds) in enumerate(zip(paths, dss)):
                     bar.update(1)
-                    if not _wanted(ds, want):
+                    if not _wanted(ds, want) or (keep_ids is not None and _chip_key(path)[1] not in keep_ids):
                         counts["filtered"] += 1
                         continue
                     rel = _safe_relpath(path, f)
@@ -316,12 +430,13 @@ class M3LEOParquetStream(IterableDataset):
             for rg in range(pf.metadata.num_row_groups):
                 t = pf.read_row_group(rg, columns=["path", "ds"])
                 for j, (path, ds) in enumerate(zip(t.column("path").to_pylist(), t.column("ds").to_pylist())):
+                    ds = canonical_product(ds)  # the archive's s2srm-<year> is the s2rgbm-<year> product
                     if ds not in self.products:
                         continue
                     key = _chip_key(path)
                     if splits is not None:
                         s = splits.get(key, splits.get(key[1]))
-                        if s is None or s not in self.splits:
+                        if s is None or (self.splits is not None and s not in self.splits):
                             continue
                     slot = index.setdefault(key, {})
                     if ds in slot:

@@ -11,13 +11,13 @@ from sarssl.data.m3leo import available_products, read_splits
 
 
 def chip_counts(root: str | Path, aois: list[str] | None = None) -> pd.DataFrame:
-    """One row per AOI: chips per split and GeoTIFF count per product."""
+    """One row per AOI: chips per split and GeoTIFF count per product folder (known to sarssl or not)."""
     rows = []
     for aoi in aois or list_aois(root):
         layout = AOILayout.find(root, aoi)
         splits = read_splits(layout)["split"].value_counts()
         row = {"aoi": aoi, **{s: int(splits.get(s, 0)) for s in SPLITS}}
-        for product in available_products(layout):
+        for product in layout.product_folders():
             row[product] = sum(1 for _ in layout.product_dir(product).glob("*.tif"))
         rows.append(row)
     if not rows:
@@ -41,5 +41,7 @@ def region_summary(root: str | Path, aois: list[str] | None = None, n_tiles: int
     """Printable summary: chip counts per AOI, split and product, then per-channel statistics."""
     counts = chip_counts(root, aois)
     stats = channel_statistics(root, list(counts.index), n_tiles=n_tiles, seed=seed)
-    return (f"M3LEO root {root}\n\nchips per split and product:\n{counts.T.to_string()}\n\n"
-            f"input channels over {n_tiles} sampled train tiles (dB):\n{stats.round(2).to_string()}")
+    other = sorted({p for a in counts.index for p in AOILayout.find(root, a).unknown_products()})
+    note = (f"\nproduct folders listed but not read by sarssl: {', '.join(other)}\n" if other else "")
+    return (f"M3LEO root {root}\n\nchips per split and product:\n{counts.T.fillna(0).astype(int).to_string()}\n"
+            f"{note}\ninput channels over {n_tiles} sampled train tiles (dB):\n{stats.round(2).to_string()}")

@@ -43,7 +43,7 @@ from sarssl.paths import run_path
 from sarssl.train.evaluation import evaluate
 from sarssl.train.finetune_data import finetune_dataset, finetune_normalization
 from sarssl.train.losses import target_tensors, task_loss
-from sarssl.train.metrics import knn_metrics
+from sarssl.train.metrics import higher_is_better, knn_metrics
 from sarssl.train.protocols import build_head, layer_decay_groups
 from sarssl.train.tasks import FROZEN_PROTOCOLS, PROTOCOLS, TargetSpec, get_target, products_for
 
@@ -67,7 +67,7 @@ class FinetuneTask(TrainTask):
         self.head = head
         self.spec = get_target(spec)
         # judged by the target's headline metric (from evaluate(); training rows log the loss)
-        self.monitor, self.mode = self.spec.primary, ("min" if self.spec.primary in ("rmse", "mae") else "max")
+        self.monitor, self.mode = self.spec.primary, ("max" if higher_is_better(self.spec.primary) else "min")
         self.protocol = protocol
         self.frozen = protocol in FROZEN_PROTOCOLS
         self.layer_decay = 1.0 if protocol == "scratch" else float(layer_decay)
@@ -240,7 +240,7 @@ def train_and_evaluate(spec: TargetSpec | str, protocol: str, encoder: nn.Module
     torch.manual_seed(seed)
     # heads on frozen encoders share the (never updated) encoder; trained encoders are copies
     enc = encoder if protocol in FROZEN_PROTOCOLS else copy.deepcopy(encoder)
-    head = build_head(spec, enc, protocol, decoder_dim=getattr(profile.finetune, "decoder_dim", 128))
+    head = build_head(spec, enc, protocol, decoder_dim=profile.finetune.decoder_dim)
     ft = profile.finetune
     task = FinetuneTask(head, spec, protocol, ft.layer_decay if layer_decay is None else layer_decay)
     if cached:

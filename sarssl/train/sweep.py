@@ -151,10 +151,10 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
                          "layer's defaults are sarssl.workspace.simulated_region(profile) and sweep_csv(profile)")
     prof = get_profile(profile) if isinstance(profile, str) else profile
     ft = prof.finetune
-    tasks = tuple(tasks or getattr(ft, "tasks", ("vegetation", "landcover")))
+    tasks = tuple(tasks or ft.tasks)
     fractions = tuple(fractions or ft.label_fractions)
     seeds = tuple(seeds if seeds is not None else ft.seeds)
-    protocol = protocol or getattr(ft, "protocol", "finetune")
+    protocol = protocol or ft.protocol
     regions = ["in"] + (["out"] if ood else [])
     names = {m: (m if m in METHODS else Path(str(m)).name) for m in methods}
     plan = [SweepRun(r.task, names[r.method], r.protocol, r.limit_pct, r.seed)

@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 from sarssl.data.products import INPUT_CHANNELS, S1_DB_MIN, S1_DB_RANGE, S1_NODATA
+from sarssl.errors import UserError
 
 __all__ = ["export_run", "push_to_hub", "find_run_normalization", "MODEL_FILES", "INPUT_DECODING"]
 
@@ -81,7 +82,7 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {e}") from e
+        raise UserError(f"{what} {str(path)!r} is not valid JSON: {e}") from e
 
 
 def _last_metrics(run_dir: Path) -> dict:
@@ -315,7 +316,7 @@ def export_run(run_dir, out_dir, normalization=None, overwrite: bool = False, re
         raise FileNotFoundError(f"encoder weights {str(weights)!r} do not exist: has the run finished an epoch?")
     missing = [k for k in ("name", "img_size", "patch_size") if k not in spec]
     if missing:
-        raise ValueError(f"encoder spec {str(run_dir / 'encoder.json')!r} lacks {missing}")
+        raise UserError(f"encoder spec {str(run_dir / 'encoder.json')!r} lacks {missing}")
     in_chans = int(spec.get("in_chans", len(INPUT_CHANNELS)))
     if isinstance(normalization, (str, Path)):
         norm = Normalization.load(normalization)
@@ -324,7 +325,7 @@ def export_run(run_dir, out_dir, normalization=None, overwrite: bool = False, re
     else:
         norm = normalization
     if len(norm.channels) != in_chans:
-        raise ValueError(f"normalisation has {len(norm.channels)} channels {list(norm.channels)} but the encoder "
+        raise UserError(f"normalisation has {len(norm.channels)} channels {list(norm.channels)} but the encoder "
                          f"takes in_chans={in_chans}")
     if out_dir.exists() and any((out_dir / f).exists() for f in MODEL_FILES) and not overwrite:
         raise FileExistsError(f"{str(out_dir)!r} already holds an export ({', '.join(MODEL_FILES)}): "
@@ -423,10 +424,10 @@ def push_to_hub(folder, repo_id: str, token: str | None = None, private: bool = 
     if missing:
         raise FileNotFoundError(f"{str(folder)!r} is not an export (missing {missing}): run `sarssl export` first")
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"--hub-repo must be 'owner/name', got {repo_id!r}")
+        raise UserError(f"--hub-repo must be 'owner/name', got {repo_id!r}")
     tok = _token(token)
     if not tok:
-        raise ValueError("no Hugging Face token: run `huggingface-cli login` or set HF_TOKEN, then push again")
+        raise UserError("no Hugging Face token: run `huggingface-cli login` or set HF_TOKEN, then push again")
     from huggingface_hub import HfApi
 
     api = HfApi(token=tok)

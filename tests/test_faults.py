@@ -294,9 +294,10 @@ def test_crafted_checkpoint_stops_a_resume(tmp_path):
     from torch import nn
     from torch.utils.data import TensorDataset
 
+    from sarssl.models.task import TrainTask
     from sarssl.train.engine import TrainConfig, Trainer
 
-    class Task(nn.Module):
+    class Task(TrainTask):
         def __init__(self):
             super().__init__()
             self.lin = nn.Linear(2, 1)

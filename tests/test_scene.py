@@ -173,3 +173,14 @@ def test_threads_do_not_change_the_result():
     two, _, _ = sc.seasonal_medians(land, 10, 190, threads=3)
     assert np.array_equal(one, two, equal_nan=True)
     assert np.array_equal(sc.s2_monthly(land, threads=1), sc.s2_monthly(land, threads=2), equal_nan=True)
+
+
+def test_tables_cover_every_variant():
+    for table in (sc.SIGMA0_REF_DB, sc.COS_EXPONENT, sc.TEXTURE_SMALL, sc.TEXTURE_LARGE, sc.S2_COLORS, sc.S2_GREENNESS,
+                  sc.SOIL_SENSITIVITY, sc.VARIANT_CLASS):
+        assert len(table) == sc.N_VARIANTS
+    assert not np.isnan(sc.SIGMA0_REF_DB).any()
+    assert (sc.VARIANT_CLASS[list(sc.CROP_TYPES)] == sc.CROP).all() and sc.VARIANT_CLASS[sc.PASTURE] == sc.GRASS
+    assert sum(sc.CROP_TYPE_PROBS) == pytest.approx(1.0)
+    for s in sc.REGION_STYLES:
+        assert sum(s.shares.values()) == pytest.approx(1.0, abs=0.01)

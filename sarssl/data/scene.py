@@ -832,20 +832,18 @@ def build_landscape(height: int, width: int, pixel_size: float = 10.0, seed: int
     # the rest is farmland: parcels on three rotated grids (one per farming district), each parcel
     # cropland or pasture, with contiguous cropland and pasture districts
     rp = stream_rng(seed, "parcels")
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(min(3, default_threads())) as ex:  # the three grids are independent
-        grids = list(ex.map(lambda k: _parcels(h, w, px, stream_rng(seed, "parcels", k + 1),
-                                               sty.field_scale * (1.0, 0.8, 1.25)[k]), range(3)))
     dist_f = np.stack([mk("district", 9000.0, 4.0, k).rows() for k in range(3)])
-    pick = dist_f.argmax(axis=0)
+    pick = dist_f.argmax(axis=0).astype(np.uint8)
     del dist_f
     parcel = np.zeros((h, w), np.int32)
     off = 0
-    for k, g in enumerate(grids):
-        parcel = np.where(pick == k, g + off, parcel)
+    for k, f in enumerate((1.0, 0.8, 1.25)):
+        g = _parcels(h, w, px, stream_rng(seed, "parcels", k + 1), sty.field_scale * f)
+        sel = pick == k
+        parcel[sel] = g[sel] + off
         off += int(g.max()) + 1
-    del grids, pick
+        del g, sel
+    del pick
     used = np.bincount(parcel.ravel(), minlength=off) > 0  # compact ids: only parcels that are in the region
     parcel = (np.cumsum(used) - 1).astype(np.int32)[parcel]
     n_par = int(used.sum())

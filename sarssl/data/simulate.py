@@ -17,7 +17,8 @@ grid of chips and writes, under ``<out_dir>/<aoi>/``:
 ``<hash>`` is a short hash of the parameters; the stripe angle (10..80 deg) derives from the seed.
 Same parameters, same files. ``pixel_size`` sets the chip footprint (``chip_size * pixel_size``; the
 profiles keep the study's 4.48 km) and the physics that depends on it (:mod:`sarssl.data.scene`);
-the region style (incidence range, phenology, soil moisture, class mix) follows from the seed. The whole region is held in memory (about 150 bytes per pixel at peak).
+the region style (incidence range, phenology, soil moisture, class mix) follows from the seed.
+The whole region is held in memory (about 200 bytes per pixel at peak).
 """
 
 from __future__ import annotations

@@ -127,14 +127,16 @@ def config_overrides(args) -> dict:
 
 
 def cmd_simulate(args) -> int:
+    from sarssl.data.scene import STUDY_CHIP_M
     from sarssl.data.simulate import simulate_region
 
+    pixel_size = args.pixel_size or STUDY_CHIP_M / args.size  # default: the study's 4.48 km footprint
     layout = simulate_region(
         args.out_dir, aoi=args.aoi, n_chips=args.n_chips, chip_size=args.size,
-        pixel_size=args.pixel_size, seed=args.seed, year=args.year, progress=not args.quiet,
+        pixel_size=pixel_size, seed=args.seed, year=args.year, progress=not args.quiet,
         overwrite=args.overwrite,
     )
-    print(f"wrote {args.n_chips} chips of {args.size}x{args.size} px to {layout.aoi_dir}")
+    print(f"wrote {args.n_chips} chips of {args.size}x{args.size} px at {pixel_size:g} m to {layout.aoi_dir}")
     return 0
 
 
@@ -276,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path, help="M3LEO root to write into (the AOI goes to OUT_DIR/AOI)")
     p.add_argument("--n-chips", type=_positive_int, default=64, help="number of chips (default 64)")
     p.add_argument("--size", type=_positive_int, default=64, help="chip size in pixels (default 64)")
-    p.add_argument("--pixel-size", type=_positive_float, default=10.0, help="pixel size in metres (default 10)")
+    p.add_argument("--pixel-size", type=_positive_float, default=None,
+                   help="pixel size in metres (default 4480 / size: chips cover the study's 4.48 km)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--aoi", default="sim-a", help="AOI name (default sim-a)")
     p.add_argument("--year", type=int, default=2020, help="product year (default 2020)")

@@ -38,9 +38,12 @@ def regions_dir() -> Path:
     return workspace_dir() / "regions"
 
 
-def region_dir(profile_name: str, n_chips: int, chip_size: int, seed: int = 0) -> Path:
-    """M3LEO root of the simulated region(s) of a profile's size and ``seed`` (not created)."""
-    return regions_dir() / f"{profile_name}-n{n_chips}-s{chip_size}-seed{seed}"
+def region_dir(profile_name: str, n_chips: int, chip_size: int, pixel_size: float, simulator_version: str,
+               seed: int = 0) -> Path:
+    """M3LEO root of the simulated region(s) of a profile's size, pixel size (m), simulator version and
+    ``seed`` (not created): a region simulated by another version or at another pixel size is never reused."""
+    return regions_dir() / (f"{profile_name}-n{n_chips}-s{chip_size}-px{pixel_size:g}-v{simulator_version}"
+                            f"-seed{seed}")
 
 
 def runs_dir(profile_name: str) -> Path:

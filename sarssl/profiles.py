@@ -44,7 +44,7 @@ class DataConfig:
     """Simulated region (or real data) and loading."""
 
     n_chips: int = knob(help="chips in the simulated pretraining region", cli=False)
-    chip_size: int = knob(help="pixels per chip side at 10 m", cli=False)
+    chip_size: int = knob(help="pixels per chip side (chips cover 4.48 km: chip_size x pixel_size)", cli=False)
     pixel_size: float = knob(10.0, "simulated pixel size in metres", cli=False)
     batch_size: int = knob(32, "samples per process and step (methods without their own batch_size use it)")
     num_workers: int = knob(0, "DataLoader worker processes for pretraining")
@@ -213,7 +213,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
         device="cpu",
-        data=DataConfig(n_chips=48, chip_size=32, batch_size=16, num_workers=0, norm_tiles=16),
+        data=DataConfig(n_chips=48, chip_size=32, pixel_size=140.0, batch_size=16, num_workers=0, norm_tiles=16),
         model=ModelConfig(encoder="vit_tiny_patch16_224", patch_size=8, img_size=32),
         mae=MAEConfig(epochs=1, decoder_dim=64),
         dino=DINOConfig(epochs=1, out_dim=256, n_local_crops=2, global_crop_size=32, local_crop_size=16),
@@ -224,7 +224,7 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu",
         device="cpu",
-        data=DataConfig(n_chips=600, chip_size=64, batch_size=64, num_workers=2, norm_tiles=128),
+        data=DataConfig(n_chips=600, chip_size=64, pixel_size=70.0, batch_size=64, num_workers=2, norm_tiles=128),
         model=ModelConfig(encoder="vit_tiny_patch16_224", patch_size=8, img_size=64),
         # short run: lr above the linear-scaling rule (base_lr 1.5e-4 x 64/256 barely moves in 100 steps)
         mae=MAEConfig(epochs=30, decoder_dim=128, base_lr=1e-3, warmup_epochs=2.0),
@@ -239,7 +239,7 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile(
         name="gpu",
         device="cuda",
-        data=DataConfig(n_chips=4000, chip_size=128, batch_size=128, num_workers=4, norm_tiles=512,
+        data=DataConfig(n_chips=4000, chip_size=128, pixel_size=35.0, batch_size=128, num_workers=4, norm_tiles=512,
                         decode_on_device=True),
         model=ModelConfig(encoder="vit_small_patch16_224", patch_size=16, img_size=128),
         mae=MAEConfig(epochs=100, decoder_dim=256, decoder_depth=2, decoder_heads=8),
@@ -250,7 +250,7 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
         device="cuda",
-        data=DataConfig(n_chips=0, chip_size=448, batch_size=256, num_workers=8, norm_tiles=2048,
+        data=DataConfig(n_chips=0, chip_size=448, pixel_size=10.0, batch_size=256, num_workers=8, norm_tiles=2048,
                         decode_on_device=True),
         model=ModelConfig(encoder="vit_base_patch16_224", patch_size=16, img_size=448),
         mae=MAEConfig(epochs=100, decoder_dim=512, decoder_depth=1, decoder_heads=16),

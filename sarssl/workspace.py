@@ -23,8 +23,10 @@ __all__ = ["workspace_dir", "region_root", "simulated_region", "run_dir", "pretr
 
 def region_root(profile: Profile, seed: int = 0) -> Path:
     """Folder that holds the simulated region(s) for ``profile`` and ``seed`` (one M3LEO root)."""
+    from sarssl.data.simulate import SIMULATOR_VERSION
+
     d = profile.data
-    return paths.region_dir(profile.name, d.n_chips, d.chip_size, seed)
+    return paths.region_dir(profile.name, d.n_chips, d.chip_size, d.pixel_size, SIMULATOR_VERSION, seed)
 
 
 def simulated_region(profile: Profile, aoi: str = "sim-a", seed: int = 0, progress: bool = True) -> Path:

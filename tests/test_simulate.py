@@ -41,7 +41,7 @@ def _ids(layout):
 
 
 def test_layout_files(region):
-    assert re.fullmatch(r"sim-a_partitions_aschips_[0-9a-f]{8}_splits_60bands_angle\d\d_60-20-20\.csv", region.split_csv.name)
+    assert re.fullmatch(r"sim-a_partitions_aschips_[0-9a-f]{8}_splits_\d+bands_angle\d\d_60-20-20\.csv", region.split_csv.name)
     assert region.geojson.is_file() and (region.aoi_dir / "simulation.json").is_file()
     found = AOILayout.find(region.root, "sim-a")
     assert (found.chips_hash, found.angle) == (region.chips_hash, region.angle)
@@ -201,3 +201,88 @@ def test_bad_parameters(tmp_path):
         simulate_region(tmp_path, n_chips=2, chip_size=8, progress=False)
     layout = simulate_region(tmp_path, n_chips=3, chip_size=8, progress=False, overwrite=True)
     assert len(pd.read_csv(layout.split_csv)) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits that do not leak
+# ---------------------------------------------------------------------------------------------
+from sarssl.data.layout import chip_width_across, stripe_count, stripe_splits  # noqa: E402
+from sarssl.data.simulate import simulated_stripe_count  # noqa: E402
+from sarssl.data.stats import aoi_split_contact, region_summary, split_contact, split_leakage  # noqa: E402
+
+
+def _grid_bounds(rows, cols, ext=1.0):
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    return np.column_stack([c * ext, -(r + 1) * ext, (c + 1) * ext, -r * ext])
+
+
+def test_split_contact_counts_edges_and_corners():
+    b = _grid_bounds(3, 3, ext=4480.0)
+    s = np.array(["val"] * 9, dtype=object)
+    s[4] = "test"  # the centre chip
+    assert split_contact(b, s) == {"n": 1, "touching": 0, "share": 0.0}
+    for k in (0, 1):  # a corner neighbour, then an edge neighbour
+        t = s.copy()
+        t[k] = "train"
+        assert split_contact(b, t)["touching"] == 1
+    far = s.copy()
+    far[:] = "train"
+    far[4] = "test"
+    assert split_contact(np.delete(b, [0, 1, 2, 3, 5, 6, 7, 8], 0)[:1].repeat(2, 0) + [[0, 0, 0, 0], [3e4, 0, 3e4, 0]],
+                         ["test", "train"])["touching"] == 0  # 30 km apart
+    assert np.isnan(split_contact(b, ["train"] * 9)["share"])
+
+
+@pytest.mark.parametrize("angle", [10, 27, 45, 63, 80])
+def test_stripes_are_three_chips_wide_and_test_rarely_touches_train(angle):
+    rows, cols = 24, 25  # the cpu region's grid
+    b = _grid_bounds(rows, cols)
+    x, y = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    n = stripe_count(x, y, angle, chip_extent=1.0)
+    assert n % 5 == 0 and n >= 5
+    d = -x * np.sin(np.deg2rad(angle)) + y * np.cos(np.deg2rad(angle))
+    assert (d.max() - d.min()) / n >= 3 * chip_width_across(angle)
+    splits = stripe_splits(x, y, angle, n)
+    assert split_contact(b, splits)["share"] <= 0.4
+    share = pd.Series(splits).value_counts(normalize=True)
+    assert abs(share["train"] - 0.6) < 0.1
+    # the study's 60 stripes over the same grid: nearly every test chip touches a train chip
+    assert split_contact(b, stripe_splits(x, y, angle, 60))["share"] > 0.9
+
+
+def test_stripe_count_follows_the_extent():
+    assert simulated_stripe_count(600, 0) == 5
+    assert simulated_stripe_count(4000, 0) >= 15  # the gpu region: 64 x 63 chips
+    assert simulated_stripe_count(48, 0) == 5  # never fewer than 5 (every split present)
+
+
+def test_simulated_split_file_and_stats(tmp_path):
+    layout = simulate_region(tmp_path, n_chips=300, chip_size=4, pixel_size=1120.0, seed=2, progress=False)
+    assert layout.n_stripes == simulated_stripe_count(300, 2)
+    assert f"_splits_{layout.n_stripes}bands_" in layout.split_csv.name
+    assert AOILayout.find(tmp_path, "sim-a").n_stripes == layout.n_stripes
+    c = aoi_split_contact(layout)
+    assert c["n"] > 0 and c["share"] <= 0.4
+    table = split_leakage(tmp_path)
+    assert table.loc["sim-a", "share touching train"] == pytest.approx(c["share"])
+    text = region_summary(tmp_path, n_tiles=4)
+    assert "test chips sharing an edge or a corner with a train chip" in text and "share touching train" in text
+
+
+def test_footprint_and_physics_at_70_m(tmp_path):
+    layout = simulate_region(tmp_path, n_chips=4, chip_size=64, pixel_size=70.0, seed=1, aoi="sim-b", progress=False)
+    ident = _ids(layout)[0]
+    with rasterio.open(layout.chip_path("s1grd-2020", ident)) as src:
+        assert src.width == 64 and src.transform.a == 70.0
+        assert src.bounds.right - src.bounds.left == pytest.approx(4480.0)
+    with rasterio.open(layout.chip_path("modis44b006veg", ident)) as src:
+        assert src.width == math.ceil(4480 / 250)
+    ghs, _ = _read(layout.chip_path("ghsbuilts-2020", ident))
+    assert ghs.max() <= 100  # m^2 per 100 m^2 of ground at any pixel size
+    info = json.loads((layout.aoi_dir / "simulation.json").read_text())
+    assert info["region_style"] == sc.REGION_STYLES[1].name
+    assert info["speckle_enl"] == pytest.approx(sc.effective_enl(70.0))
+    assert info["chip_extent_m"] == pytest.approx(4480.0) and info["stripes"] == layout.n_stripes
+    assert isinstance(info["wind_events"], list)
+    lo, hi = sc.REGION_STYLES[1].incidence
+    assert all(lo <= t <= hi for t in info["incidence_deg_at_centre"].values())

@@ -109,3 +109,37 @@ def open_bigearthnet_s2_rgb(patch_dir) -> xr.DataArray:
     da.name = "reflectance"
     da.attrs = {"units": "1", "patch": name}
     return da
+
+
+#: CORINE Land Cover labels (BigEarthNet's 43 classes) grouped as four of the simulator's classes
+CORINE_GROUPS = {
+    "forest": ("Broad-leaved forest", "Coniferous forest", "Mixed forest"),
+    "arable": ("Non-irrigated arable land", "Permanently irrigated land", "Rice fields"),
+    "pasture": ("Pastures", "Natural grassland"),
+    "water": ("Water bodies", "Water courses", "Sea and ocean", "Coastal lagoons", "Estuaries"),
+}
+_SEASON_OF_MONTH = ("winter", "winter", "spring", "spring", "spring", "summer", "summer", "summer", "fall", "fall",
+                    "fall", "winter")
+
+
+def patch_season(patch: xr.DataArray) -> str:
+    """Season (winter/spring/summer/fall, northern hemisphere) of an S1 patch's acquisition."""
+    meta = json.loads(patch.attrs.get("metadata") or "{}")
+    when = meta.get("acquisition_time")
+    if not when:
+        raise ValueError(f"patch {patch.attrs.get('patch')!r}: no acquisition_time in its labels JSON")
+    return _SEASON_OF_MONTH[int(when[5:7]) - 1]
+
+
+def bigearthnet_groups(patches: list[xr.DataArray] | None = None, dest=None) -> dict[str, list[xr.DataArray]]:
+    """The S1 example patches by :data:`CORINE_GROUPS`: each patch goes to every group one of its
+    CORINE labels belongs to. The labels are per patch (1.2 km), so a patch's pixels mix all its classes."""
+    if patches is None:
+        patches = [open_bigearthnet_s1(d) for d in bigearthnet_s1_patches(dest)]
+    out = {g: [] for g in CORINE_GROUPS}
+    for p in patches:
+        labels = set(p.attrs.get("labels", []))
+        for g, names in CORINE_GROUPS.items():
+            if labels & set(names):
+                out[g].append(p)
+    return out

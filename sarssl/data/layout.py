@@ -226,22 +226,57 @@ def list_aois(root: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and any(_SPLIT_RE.match(c.name) for c in p.glob("*.csv")))
 
 
+#: Simulated regions: each stripe at least this many chips wide across the stripes.
+MIN_STRIPE_CHIPS = 3
+
+
+def chip_width_across(angle_deg: float, chip_extent: float = 1.0) -> float:
+    """Width of one square chip measured across stripes at ``angle_deg``: ``extent (|sin| + |cos|)``."""
+    theta = np.deg2rad(angle_deg)
+    return float(chip_extent * (abs(np.sin(theta)) + abs(np.cos(theta))))
+
+
+def _across(x, y, angle_deg):
+    theta = np.deg2rad(angle_deg)
+    return -np.asarray(x, dtype=np.float64) * np.sin(theta) + np.asarray(y, dtype=np.float64) * np.cos(theta)
+
+
+def stripe_count(x: np.ndarray, y: np.ndarray, angle_deg: float, chip_extent: float,
+                 min_chips: float = MIN_STRIPE_CHIPS) -> int:
+    """Number of stripes for a simulated region: the study's method with stripes that do not leak.
+
+    The count follows from the region's extent: the largest multiple of 5 (so the pattern
+    ``train, train, train, test, val`` repeats whole and keeps 60-20-20) whose stripes are each at
+    least ``min_chips`` chips wide, a chip's width being measured across the stripes
+    (:func:`chip_width_across`). Then a test chip touches a train chip only within about one chip
+    width of the one train stripe beside it, at most about a third of the test chips. Never fewer than 5
+    stripes (every split present), so a region narrower than ``5 * min_chips`` chips gets narrower ones.
+
+    Args:
+        x, y: chip centre coordinates (same unit as ``chip_extent``), shape ``(N,)``.
+        angle_deg: direction of the stripes (degrees from the x axis), as in :func:`stripe_splits`.
+        chip_extent: side of a (square) chip.
+    """
+    d = _across(x, y, angle_deg)
+    span = float(d.max() - d.min()) if d.size else 0.0
+    width = min_chips * chip_width_across(angle_deg, chip_extent)
+    return 5 * max(1, int(span / (5 * width) + 1e-9))
+
+
 def stripe_splits(x: np.ndarray, y: np.ndarray, angle_deg: float, n_stripes: int = N_STRIPES) -> np.ndarray:
     """Assign chips to train/val/test by geographic stripes.
 
     Args:
         x, y: chip centre coordinates (any linear unit), shape ``(N,)``.
         angle_deg: direction of the stripes in degrees from the x axis (0 = stripes run east-west).
-        n_stripes: number of parallel bands the AOI extent is cut into.
+        n_stripes: number of parallel bands the AOI extent is cut into (60 in M3LEO; simulated
+            regions use :func:`stripe_count`).
 
     Returns:
         ``(N,)`` array of split names following ``STRIPE_PATTERN`` per band.
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    theta = np.deg2rad(angle_deg)
     # distance across the stripes: project on the stripes' normal
-    d = -x * np.sin(theta) + y * np.cos(theta)
+    d = _across(x, y, angle_deg)
     lo, hi = d.min(), d.max()
     span = max(hi - lo, 1e-9)
     band = np.minimum(((d - lo) / span * n_stripes).astype(int), n_stripes - 1)

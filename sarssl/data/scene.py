@@ -1,30 +1,75 @@
 """The physical scene behind the simulated Sentinel-1 region (used by :mod:`sarssl.data.simulate`).
 
-One landscape is built for the whole region, then every product is derived from it:
+One landscape is built for the whole region, in metres, then sampled at the pixel size and every
+product is derived from it. Chips cover the study's footprint (4.48 km a side) at every profile's
+pixel count, so the pixel size changes with the profile (10 m at 448 px, 35 m at 128 px, 70 m at
+64 px), and everything that depends on it is scaled physically:
 
-1. **Terrain**: a fractal DEM (sum of Matérn-spectrum Gaussian fields, 110 m to 4 km) with a river
-   valley carved in, lakes filled flat in the lowest basins.
-2. **Land cover** (ESA WorldCover class indices): water (lakes + a meandering river), herbaceous
-   wetland next to water, built-up around settlement centres, bare ground on steep summits, tree
-   cover on slopes and heights (deciduous or coniferous stands), cropland and grassland allocated
-   *per field* on a rotated grid of parcels, shrubland in what is left. Class shares vary with the seed.
-3. **Backscatter**: a per-class sigma0 table at the reference incidence angle (below), seasonal
-   dynamics (crop phenology per field type with a field-specific phase shift and soil offset,
-   leaf-off deciduous forest, flooded wetland in winter/spring, wind-roughened water in some
-   acquisitions), within-class texture, urban double bounce with a street-orientation (cardinal)
-   effect, mixed built-up pixels, cosine-power incidence dependence with class exponents
+- **speckle**: the equivalent number of looks of one pixel grows with its area. Sentinel-1 IW GRDH
+  has ENL 4.4 at a 20 x 22 m resolution cell, sampled at 10 m (Bourbigot et al. 2016), so a pixel of
+  side ``p`` holds ``p^2 / (20 * 22 m^2)`` independent cells: ``ENL(p) = 4.4 max(1, p^2 / 440 m^2)``
+  (12 at 35 m, 49 at 70 m, 196 at 140 m), see :func:`effective_enl`;
+- **texture** finer than a pixel averages out (its dB amplitude times ``min(1, L / p)``);
+- **terrain and incidence** are per pixel: slopes are those of the DEM at the pixel size and the
+  ellipsoid incidence angle follows each pixel's ground range;
+- **sub-pixel features** mix linearly in intensity: narrow rivers (the water fraction of a bank pixel),
+  streets and buildings in a settlement pixel, scattered buildings in the suburban fringe.
+
+The landscape:
+
+1. **Terrain**: a fractal DEM (Matérn-spectrum octaves from 16 km to 110 m, amplitude set by the
+   region's relief) with valleys carved along the rivers and lakes filled flat in local basins.
+2. **Water and wetlands**: a river network (main rivers crossing the region, meandering tributaries
+   joining them; a pixel is water when the river covers at least half of it), lakes in local
+   depressions, herbaceous wetland on low ground beside water, riparian forest along the banks.
+3. **Settlements**: villages and towns (more near rivers), built-up by density, each with a street grid
+   (blocks 80-200 m, streets darker than roofs, parks), block-to-block brightness and the urban cardinal
+   effect of the grid's orientation against the look direction; a suburban fringe of scattered buildings.
+4. **Vegetation**: forest on slopes and heights (deciduous or coniferous stands), shrubland on forest
+   edges and slopes, natural grassland on hills, bare ground on steep summits; the rest is
+   **farmland cut into parcels** (three rotated grids of fields, one per farming district) that are
+   cropland or pasture (grassland) by whole parcels, in contiguous districts.
+5. **Crop calendars**: each crop parcel grows one of five crops (winter cereal, maize, rapeseed,
+   root crop, temporary grassland), with its own sowing phase and soil offset, so neighbouring parcels
+   differ season by season; pastures share one grassland calendar with small offsets. Single parcels
+   of temporary grassland look like pasture and mown pasture like cereal: what tells cropland from
+   grassland is the mosaic of calendars around a pixel, not its own level.
+6. **Backscatter**: a per-class sigma0 table at the reference incidence (below), shifted per region by
+   its phenology phase and soil moisture, cosine-power incidence dependence with class exponents
    (``sigma0(theta) = sigma0_ref * (cos theta / cos 37.5 deg)^n``, Ulaby & Long 2014; Mladenova et
    al. 2013), the terrain's local incidence angle and illuminated-area factor (brighter foreslopes,
    dark shadows, Small 2011), additive thermal noise (NESZ -26 dB), then multiplicative Gamma speckle
-   (GRD IW, ENL 4.4; Wilson-Hilferty sampler, see :func:`gamma_speckle`) per acquisition and the seasonal **median** of ``n_acquisitions`` acquisitions,
-   as in the M3LEO product. Ascending passes look east-north-east (azimuth 78 deg), descending passes
-   west-north-west (282 deg); the ellipsoid incidence angle grows 15 deg over a 250 km swath
-   (30-45 deg) and the region sits at a seed-dependent place in each pass's swath.
-4. **No-data**: for some seeds a far-range swath edge cuts a corner of the descending pass, and one
+   (Wilson-Hilferty sampler, see :func:`gamma_speckle`) per acquisition and the seasonal **median** of
+   ``n_acquisitions`` acquisitions, as in the M3LEO product. Ascending passes look east-north-east
+   (azimuth 78 deg), descending passes west-north-west (282 deg); the ellipsoid incidence angle grows
+   15 deg over a 250 km swath and the region centre sits in the region's incidence range.
+7. **Wind on water**: calm water is -20 to -25 dB in VV at C band (Ulaby & Long 2014; flood mapping
+   thresholds near -18 dB, Twele et al. 2016). Wind roughens it by 5-12 dB in single acquisitions;
+   the seasonal median of a (season, pass) is raised only in a *declared wind event*
+   (``Landscape.wind_event``, listed in ``simulation.json``), where most acquisitions are windy.
+   Outside events fewer than half the acquisitions are windy, so calm water stays below -18 dB.
+8. **No-data**: for some seeds a far-range swath edge cuts a corner of the descending pass, and one
    season of one pass misses a frame at the northern edge (a few percent of the area each).
-5. **Labels**: per-pixel tree cover (%), above-ground biomass (Mg/ha), built-up fraction and
+9. **Labels**: per-pixel tree cover (%), above-ground biomass (Mg/ha), built-up fraction and
    Sentinel-2 monthly RGB (class colours with per-field phenology, rapeseed flowering, cloudy
    areas and cloudy months as no-data), aggregated to the products' grids by the simulator.
+
+**Regions differ** as CONUS, Europe and China do (:data:`REGION_STYLES`, picked by the seed:
+``seed % 5``, with a seeded perturbation from seed 5 on): each has its own incidence-angle range,
+phenology phase, soil-moisture offset, class mix, field size and relief. With the book's pairs
+(``sim-a`` seed 0, ``sim-b`` seed 1, ``sim-c`` ... ``sim-e`` seeds 2-4) every AOI is another style.
+
+=====  =============================================  ==========  =========  =======  =======  ======
+seed   style                                           incidence   phenology  soil dB  fields   relief
+=====  =============================================  ==========  =========  =======  =======  ======
+0      temperate Atlantic Europe, mixed farming        33-39 deg   0          0        x1.0     60 m
+1      continental plains (CONUS corn belt)            38-44 deg   +0.25      -1.0     x2.2     25 m
+2      East Asian lowland (small fields, dense towns)  30-35 deg   -0.30      +1.5     x0.5     40 m
+3      boreal hills (forest, peat wetland)              36-42 deg   +0.45      +0.5     x1.3     120 m
+4      Mediterranean uplands (shrub, dry soils)        31-37 deg   -0.45      -2.0     x0.8     150 m
+=====  =============================================  ==========  =========  =======  =======  ======
+
+(phenology in seasons, later when positive; class mixes in :data:`REGION_STYLES`.)
 
 Reference sigma0 (dB) at 37.5 deg incidence, seasons winter/spring/summer/fall
 (``VV | VH``). Levels follow C-band literature and Sentinel-1 statistics: Ulaby & Long (2014)
@@ -35,7 +80,9 @@ Khabbazan et al. (2019) *Crop monitoring using Sentinel-1 data: a case study fro
 Remote Sensing 11(16); Dostálová et al. (2018) *Forest area derivation from Sentinel-1 data*,
 ISPRS Annals IV-7; Mladenova et al. (2013) *Incidence angle normalization of radar backscatter
 data*, IEEE TGRS 51(3); Zanaga et al. (2021) *ESA WorldCover 10 m 2020 v100* (S1 input statistics);
-Santoro et al. (2011) on C-band water / wind roughening; Kasischke et al. (1997) on flooded vegetation.
+Twele et al. (2016) *Sentinel-1-based flood mapping: a fully automated processing chain*, IJRS 37(13);
+Kasischke et al. (1997) on flooded vegetation; Bourbigot et al. (2016) *Sentinel-1 Product Definition*
+(ESA S1-RS-MDA-52-7440; IW GRDH resolution and ENL).
 
 =========================  ==============================  ==============================  =====
 class (variant)            VV                              VH                              n VV/VH
@@ -43,27 +90,31 @@ class (variant)            VV                              VH                   
 tree, deciduous            -8.3  -7.6  -7.2  -7.6          -14.5 -13.6 -13.0 -13.5          1.2/1.0
 tree, coniferous           -7.2  -7.2  -7.1  -7.2          -12.9 -12.8 -12.7 -12.8          1.2/1.0
 shrubland                  -9.8  -9.5  -9.6  -9.7          -16.5 -16.0 -16.0 -16.3          1.8/1.4
-grassland                  -10.0 -10.2 -11.5 -10.5         -17.5 -16.5 -18.0 -17.5          2.2/1.6
+grassland (natural)        -10.0 -10.2 -11.5 -10.5         -17.5 -16.5 -18.0 -17.5          2.2/1.6
+grassland (pasture)        -10.2 -10.4 -12.0 -10.6         -17.2 -16.4 -18.6 -17.4          2.2/1.6
 cropland: winter cereal    -11.0 -13.0 -11.5  -9.5         -18.5 -16.5 -19.5 -17.5          2.2/1.6
 cropland: maize            -11.0 -12.5  -8.0 -10.0         -19.0 -20.0 -13.5 -16.5          2.2/1.6
 cropland: rapeseed         -10.0  -9.0 -12.0 -11.0         -15.5 -13.0 -19.0 -17.5          2.2/1.6
-built-up                   -2.5 (all seasons)              -10.5                           1.5/1.5
+cropland: root crop        -12.5 -13.0  -8.5 -11.5         -20.0 -21.0 -14.0 -18.5          2.2/1.6
+cropland: temporary grass  (as pasture)                                                     2.2/1.6
+built-up (roofs, walls)    -1.0 (all seasons)              -9.5                            1.5/1.5
+street / paved             -15.0                           -23.0                           2.5/2.0
 bare / sparse              -13.5 -13.5 -14.5 -13.5         -22.5 -22.5 -23.5 -22.5          3.0/2.2
-permanent water (calm)     -22.0                           -28.0                           8.0/5.0
-herbaceous wetland         -7.0  -7.5 -11.5 -10.5          -16.5 -16.0 -18.0 -17.5          2.0/1.6
+permanent water (calm)     -24.0                           -29.0                           6.0/4.0
+herbaceous wetland         -9.0  -9.4 -11.0 -10.4          -16.6 -16.2 -17.6 -17.2          2.0/1.6
 =========================  ==============================  ==============================  =====
 
-Windy acquisitions (35 %) raise water by 5-12 dB (VH by 70 % of that); wetland parts flooded as open
-water in winter/spring take the water values. After speckle and medians class distributions
-overlap (grass/shrub/crop within 1-3 dB), so labels need spatial context, as with real data.
+After speckle and medians class distributions overlap (grass/shrub/crop within 1-3 dB), so labels
+need spatial context, as with real data.
 
 All random choices come from ``numpy.random.default_rng([seed, stream, ...])``: the landscape
-depends on ``seed`` only; crops, wind, speckle and clouds on ``seed`` and ``year``.
+depends on ``seed`` (and the style it picks) only; crops, wind, speckle and clouds on ``seed`` and ``year``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import fft as sfft
@@ -75,11 +126,13 @@ from scipy import ndimage
 #: WorldCover class indices (0..10) used here.
 TREE, SHRUB, GRASS, CROP, BUILT, BARE, SNOW, WATER, WETLAND, MANGROVE, MOSS = range(11)
 #: Extra backscatter / colour variants beyond the 11 WorldCover classes.
-CONIFER, WHEAT, MAIZE, RAPESEED = 11, 12, 13, 14
-CROP_TYPES = (WHEAT, MAIZE, RAPESEED)
-CROP_TYPE_NAMES = ("winter cereal", "maize", "rapeseed")
-CROP_TYPE_PROBS = (0.45, 0.35, 0.20)
-N_VARIANTS = 15
+CONIFER, WHEAT, MAIZE, RAPESEED, ROOTCROP, LEY, PASTURE, STREET = 11, 12, 13, 14, 15, 16, 17, 18
+CROP_TYPES = (WHEAT, MAIZE, RAPESEED, ROOTCROP, LEY)
+CROP_TYPE_NAMES = ("winter cereal", "maize", "rapeseed", "root crop", "temporary grassland")
+CROP_TYPE_PROBS = (0.28, 0.20, 0.12, 0.12, 0.28)
+N_VARIANTS = 19
+#: WorldCover class of each variant
+VARIANT_CLASS = np.array(list(range(11)) + [TREE, CROP, CROP, CROP, CROP, CROP, GRASS, BUILT], np.uint8)
 
 SEASON_NAMES = ("winter", "spring", "summer", "fall")
 POL_NAMES = ("vv", "vh")
@@ -89,8 +142,20 @@ LOOK_AZIMUTH = {"asc": 78.0, "des": 282.0}
 THETA_REF = 37.5  # deg, reference incidence of the sigma0 table
 SWATH_GRADIENT = 15.0 / 250_000.0  # deg per metre of ground range (30-45 deg over 250 km)
 NESZ_DB = -26.0  # Sentinel-1 IW noise-equivalent sigma0
-ENL = 4.4  # equivalent number of looks of Sentinel-1 IW GRD (high resolution)
+ENL = 4.4  # equivalent number of looks of Sentinel-1 IW GRD (high resolution), per 10 m pixel
+RESOLUTION_CELL_M2 = 20.0 * 22.0  # IW GRDH ground range x azimuth resolution (m^2)
 SPECKLE_BLOCK_ROWS = 64  # speckle is drawn per block of rows so any strip decomposition is identical
+STUDY_CHIP_M = 4480.0  # the study's chips: 448 px of 10 m
+
+
+def effective_enl(pixel_size: float) -> float:
+    """ENL of one pixel of side ``pixel_size`` m: ``ENL * max(1, pixel_size^2 / RESOLUTION_CELL_M2)``.
+
+    Sentinel-1 IW GRDH pixels (10 m) oversample the 20 x 22 m resolution cell, so neighbouring
+    10 m pixels share speckle; a larger pixel averages ``pixel_size^2 / 440 m^2`` independent cells.
+    """
+    return float(ENL * max(1.0, float(pixel_size) ** 2 / RESOLUTION_CELL_M2))
+
 
 # sigma0 (dB) at THETA_REF: [variant][season][pol]
 _S = np.full((N_VARIANTS, 4, 2), np.nan, dtype=np.float32)
@@ -98,38 +163,58 @@ _S[TREE] = np.array([[-8.3, -14.5], [-7.6, -13.6], [-7.2, -13.0], [-7.6, -13.5]]
 _S[CONIFER] = np.array([[-7.2, -12.9], [-7.2, -12.8], [-7.1, -12.7], [-7.2, -12.8]])
 _S[SHRUB] = np.array([[-9.8, -16.5], [-9.5, -16.0], [-9.6, -16.0], [-9.7, -16.3]])
 _S[GRASS] = np.array([[-10.0, -17.5], [-10.2, -16.5], [-11.5, -18.0], [-10.5, -17.5]])
+_S[PASTURE] = np.array([[-10.2, -17.2], [-10.4, -16.4], [-12.0, -18.6], [-10.6, -17.4]])
 _S[WHEAT] = np.array([[-11.0, -18.5], [-13.0, -16.5], [-11.5, -19.5], [-9.5, -17.5]])
 _S[MAIZE] = np.array([[-11.0, -19.0], [-12.5, -20.0], [-8.0, -13.5], [-10.0, -16.5]])
 _S[RAPESEED] = np.array([[-10.0, -15.5], [-9.0, -13.0], [-12.0, -19.0], [-11.0, -17.5]])
-_S[CROP] = _S[[WHEAT, MAIZE, RAPESEED]].mean(axis=0)
-_S[BUILT] = np.array([[-2.5, -10.5]] * 4)
+_S[ROOTCROP] = np.array([[-12.5, -20.0], [-13.0, -21.0], [-8.5, -14.0], [-11.5, -18.5]])
+_S[LEY] = _S[PASTURE]  # temporary grassland is grassland on arable land: only its neighbours tell
+_S[CROP] = _S[list(CROP_TYPES)].mean(axis=0)
+_S[BUILT] = np.array([[-1.0, -9.5]] * 4)
+_S[STREET] = np.array([[-15.0, -23.0]] * 4)
 _S[BARE] = np.array([[-13.5, -22.5], [-13.5, -22.5], [-14.5, -23.5], [-13.5, -22.5]])
 _S[SNOW] = np.array([[-12.0, -20.0]] * 4)
-_S[WATER] = np.array([[-22.0, -28.0]] * 4)
-_S[WETLAND] = np.array([[-7.0, -16.5], [-7.5, -16.0], [-11.5, -18.0], [-10.5, -17.5]])
+_S[WATER] = np.array([[-24.0, -29.0]] * 4)
+_S[WETLAND] = np.array([[-9.0, -16.6], [-9.4, -16.2], [-11.0, -17.6], [-10.4, -17.2]])
 _S[MANGROVE] = np.array([[-7.0, -13.0]] * 4)
 _S[MOSS] = np.array([[-12.0, -20.0]] * 4)
 SIGMA0_REF_DB = _S
+#: variants whose backscatter follows the seasons (phenology phase applies); the others are static
+SEASONAL = np.zeros(N_VARIANTS, bool)
+SEASONAL[[TREE, SHRUB, GRASS, PASTURE, WETLAND, CROP, *CROP_TYPES]] = True
+#: dB per dB of the region's soil-moisture offset (bare soil 1; canopies hide the soil)
+SOIL_SENSITIVITY = np.zeros(N_VARIANTS, np.float32)
+for _v, _k in {BARE: 1.0, CROP: 0.8, WHEAT: 0.8, MAIZE: 0.8, RAPESEED: 0.7, ROOTCROP: 0.9, LEY: 0.6, GRASS: 0.6,
+               PASTURE: 0.6, SHRUB: 0.4, WETLAND: 0.5, TREE: 0.15, CONIFER: 0.1, MOSS: 0.5}.items():
+    SOIL_SENSITIVITY[_v] = _k
+#: seasonal weight of the soil-moisture offset (wetter winters, drier summers)
+SOIL_SEASON = np.array([1.3, 1.0, 0.5, 1.1], np.float32)
+#: regional soil moisture left by the season's rain: a field of this correlation length (m) and dB std (bare soil)
+SOIL_FIELD_M, SOIL_FIELD_DB = 12000.0, 1.0
 
 #: cosine-power exponent per variant and polarisation
 COS_EXPONENT = np.ones((N_VARIANTS, 2), dtype=np.float32)
 for _v, _n in {TREE: (1.2, 1.0), CONIFER: (1.2, 1.0), SHRUB: (1.8, 1.4), GRASS: (2.2, 1.6), CROP: (2.2, 1.6),
-               WHEAT: (2.2, 1.6), MAIZE: (2.2, 1.6), RAPESEED: (2.2, 1.6), BUILT: (1.5, 1.5), BARE: (3.0, 2.2),
-               SNOW: (2.0, 2.0), WATER: (8.0, 5.0), WETLAND: (2.0, 1.6), MANGROVE: (1.2, 1.0), MOSS: (2.5, 2.0)}.items():
+               WHEAT: (2.2, 1.6), MAIZE: (2.2, 1.6), RAPESEED: (2.2, 1.6), ROOTCROP: (2.2, 1.6), LEY: (2.2, 1.6),
+               PASTURE: (2.2, 1.6), BUILT: (1.5, 1.5), STREET: (2.5, 2.0), BARE: (3.0, 2.2), SNOW: (2.0, 2.0),
+               WATER: (6.0, 4.0), WETLAND: (2.0, 1.6), MANGROVE: (1.2, 1.0), MOSS: (2.5, 2.0)}.items():
     COS_EXPONENT[_v] = _n
 
-#: within-class texture (dB std): small scale (~20 m) and stand / moisture scale (~250 m)
-TEXTURE_SMALL = np.array([0.8, 1.0, 0.7, 0.5, 2.5, 1.0, 0.5, 0.3, 1.0, 0.8, 0.8, 0.8, 0.5, 0.5, 0.5], np.float32)
-TEXTURE_LARGE = np.array([0.8, 0.8, 1.0, 0.3, 1.0, 1.2, 0.5, 0.5, 1.0, 0.8, 0.8, 0.8, 0.3, 0.3, 0.3], np.float32)
+#: within-class texture (dB std): small scale (~20 m, averaged away in larger pixels) and stand / moisture scale (~250 m)
+TEXTURE_SMALL = np.array([0.8, 1.0, 0.7, 0.5, 1.0, 1.0, 0.5, 0.3, 1.0, 0.8, 0.8, 0.8, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.5],
+                         np.float32)
+TEXTURE_LARGE = np.array([0.8, 0.8, 1.0, 0.3, 0.5, 1.2, 0.5, 0.5, 1.0, 0.8, 0.8, 0.8, 0.3, 0.3, 0.3, 0.3, 0.3, 0.5, 0.5],
+                         np.float32)
+TEXTURE_SMALL_M, TEXTURE_LARGE_M = 20.0, 250.0
 
 #: Sentinel-2-like colours (reflectance-like 0..1): (bare / senescent, green) per variant
 _C = np.zeros((N_VARIANTS, 2, 3), np.float32)
 _C[TREE] = [[0.22, 0.19, 0.15], [0.08, 0.17, 0.07]]
 _C[CONIFER] = [[0.10, 0.13, 0.08], [0.06, 0.12, 0.06]]
 _C[SHRUB] = [[0.40, 0.35, 0.27], [0.22, 0.27, 0.14]]
-_C[GRASS] = [[0.50, 0.45, 0.30], [0.20, 0.36, 0.13]]
-_C[CROP] = _C[WHEAT] = _C[MAIZE] = _C[RAPESEED] = [[0.45, 0.36, 0.28], [0.16, 0.40, 0.11]]
-_C[BUILT] = [[0.55, 0.52, 0.50], [0.55, 0.52, 0.50]]
+_C[GRASS] = _C[PASTURE] = [[0.50, 0.45, 0.30], [0.20, 0.36, 0.13]]
+_C[[CROP, *CROP_TYPES]] = [[0.45, 0.36, 0.28], [0.16, 0.40, 0.11]]
+_C[BUILT] = _C[STREET] = [[0.55, 0.52, 0.50], [0.55, 0.52, 0.50]]
 _C[BARE] = [[0.66, 0.58, 0.48], [0.66, 0.58, 0.48]]
 _C[SNOW] = [[0.90, 0.90, 0.92], [0.90, 0.90, 0.92]]
 _C[WATER] = [[0.05, 0.09, 0.15], [0.05, 0.09, 0.15]]
@@ -145,10 +230,13 @@ _G[TREE] = [0.15, 0.15, 0.3, 0.65, 0.95, 1, 1, 1, 0.9, 0.6, 0.3, 0.15]
 _G[CONIFER] = 0.9
 _G[SHRUB] = [0.5, 0.5, 0.6, 0.7, 0.75, 0.7, 0.55, 0.5, 0.5, 0.55, 0.55, 0.5]
 _G[GRASS] = [0.5, 0.55, 0.7, 0.9, 1, 0.8, 0.5, 0.4, 0.5, 0.7, 0.6, 0.5]
+_G[PASTURE] = [0.55, 0.6, 0.75, 0.95, 1, 0.7, 0.6, 0.55, 0.65, 0.75, 0.65, 0.55]
 _G[WHEAT] = [0.3, 0.35, 0.55, 0.85, 1, 0.7, 0.1, 0, 0, 0.1, 0.2, 0.25]
 _G[MAIZE] = [0, 0, 0, 0, 0.1, 0.5, 0.95, 1, 0.8, 0.3, 0, 0]
 _G[RAPESEED] = [0.5, 0.5, 0.7, 0.9, 0.8, 0.5, 0.1, 0, 0.2, 0.5, 0.55, 0.5]
-_G[CROP] = _G[[WHEAT, MAIZE, RAPESEED]].mean(axis=0)
+_G[ROOTCROP] = [0, 0, 0, 0.05, 0.3, 0.8, 1, 1, 0.9, 0.5, 0, 0]
+_G[LEY] = _G[PASTURE]
+_G[CROP] = _G[list(CROP_TYPES)].mean(axis=0)
 _G[WETLAND] = [0.3, 0.3, 0.4, 0.6, 0.85, 1, 0.9, 0.8, 0.7, 0.5, 0.35, 0.3]
 _G[MANGROVE] = 1.0
 _G[MOSS] = 0.5
@@ -156,19 +244,130 @@ S2_GREENNESS = _G
 #: monthly cloud cover probability (temperate climate), Jan..Dec
 CLOUD_COVER = np.array([0.6, 0.55, 0.45, 0.4, 0.35, 0.25, 0.15, 0.2, 0.3, 0.45, 0.55, 0.6])
 
-#: base class shares (of the region's area) before the per-seed perturbation
-BASE_SHARES = {WATER: 0.06, WETLAND: 0.04, BUILT: 0.06, BARE: 0.03, TREE: 0.30, CROP: 0.28, GRASS: 0.15, SHRUB: 0.08}
+#: base class shares (of the region's area) of the default style, before the per-seed perturbation
+BASE_SHARES = {WATER: 0.05, WETLAND: 0.04, BUILT: 0.07, BARE: 0.02, TREE: 0.27, CROP: 0.30, GRASS: 0.18, SHRUB: 0.07}
+
+
+@dataclass(frozen=True)
+class RegionStyle:
+    """What makes one simulated region differ from another (see :data:`REGION_STYLES`).
+
+    ``incidence``: range (deg) of the incidence angle at the region centre (each pass draws in it);
+    ``phenology``: phase shift of the seasonal calendars (seasons, later when positive); ``soil_db``:
+    soil-moisture offset of bare soil in dB (scaled per class by :data:`SOIL_SENSITIVITY`);
+    ``shares``: class mix; ``field_scale``: field size relative to European fields (150-450 m strips
+    cut 200-800 m long); ``relief_m``: terrain relief (std of the 4 km octave); ``conifer``: share
+    of forest that is coniferous; ``wind``: probability of a declared wind event per season and pass;
+    ``settlements_per_100km2``: villages and towns per 100 km^2 (their sizes follow the built-up share).
+    """
+
+    name: str
+    incidence: tuple[float, float]
+    phenology: float
+    soil_db: float
+    shares: dict
+    field_scale: float
+    relief_m: float
+    conifer: float = 0.4
+    wind: float = 0.15
+    settlements_per_100km2: float = 4.0
+
+
+#: The five region styles, picked by ``seed % 5`` (``seed >= 5`` perturbs them, :func:`region_style`).
+REGION_STYLES = (
+    RegionStyle("temperate Atlantic Europe, mixed farming", (33.0, 39.0), 0.0, 0.0, dict(BASE_SHARES), 1.0, 60.0,
+                conifer=0.35, wind=0.15, settlements_per_100km2=4.0),
+    RegionStyle("continental plains (CONUS corn belt)", (38.0, 44.0), 0.25, -1.0,
+                {WATER: 0.03, WETLAND: 0.03, BUILT: 0.05, BARE: 0.02, TREE: 0.12, CROP: 0.52, GRASS: 0.16, SHRUB: 0.07},
+                2.2, 25.0, conifer=0.1, wind=0.25, settlements_per_100km2=1.5),
+    RegionStyle("East Asian lowland (small fields, dense towns)", (30.0, 35.0), -0.30, 1.5,
+                {WATER: 0.08, WETLAND: 0.05, BUILT: 0.13, BARE: 0.02, TREE: 0.18, CROP: 0.40, GRASS: 0.06, SHRUB: 0.08},
+                0.5, 40.0, conifer=0.3, wind=0.1, settlements_per_100km2=9.0),
+    RegionStyle("boreal hills (forest, peat wetland)", (36.0, 42.0), 0.45, 0.5,
+                {WATER: 0.07, WETLAND: 0.08, BUILT: 0.03, BARE: 0.03, TREE: 0.48, CROP: 0.10, GRASS: 0.10, SHRUB: 0.11},
+                1.3, 120.0, conifer=0.7, wind=0.2, settlements_per_100km2=1.5),
+    RegionStyle("Mediterranean uplands (shrub, dry soils)", (31.0, 37.0), -0.45, -2.0,
+                {WATER: 0.03, WETLAND: 0.01, BUILT: 0.06, BARE: 0.08, TREE: 0.20, CROP: 0.22, GRASS: 0.15, SHRUB: 0.25},
+                0.8, 150.0, conifer=0.45, wind=0.1, settlements_per_100km2=3.0),
+)
 
 _STREAMS = {name: i + 1 for i, name in enumerate((
     "shares", "dem", "river", "lake", "wetland", "urban", "bare", "forest", "crop", "grass", "parcels",
     "conifer", "treecover", "texture", "passes", "nodata", "crop_year", "wind", "speckle", "clouds", "flood",
-    "biomass", "s2tex", "modis", "agb_noise",
+    "biomass", "s2tex", "modis", "agb_noise", "style", "riparian", "shrub", "district", "blocks", "soil", "mixing",
 ))}
 
 
 def stream_rng(seed: int, name: str, *keys: int) -> np.random.Generator:
     """Independent generator for stream ``name`` (and integer ``keys``, e.g. the year) of ``seed``."""
     return np.random.default_rng([int(seed), _STREAMS[name], *[int(k) for k in keys]])
+
+
+def region_style(seed: int | str | RegionStyle) -> RegionStyle:
+    """The :class:`RegionStyle` of a region: ``REGION_STYLES[seed % 5]`` for seeds 0-4, perturbed
+    (incidence, phenology, soil moisture, class mix, field size, relief) by ``seed`` from 5 on.
+    A style's name (or a style) is returned as is."""
+    if isinstance(seed, RegionStyle):
+        return seed
+    if isinstance(seed, str):
+        for s in REGION_STYLES:
+            if s.name == seed:
+                return s
+        raise ValueError(f"unknown region style {seed!r}: expected one of {[s.name for s in REGION_STYLES]}")
+    base = REGION_STYLES[int(seed) % len(REGION_STYLES)]
+    if int(seed) < len(REGION_STYLES):
+        return base
+    r = stream_rng(seed, "style")
+    lo, hi = base.incidence
+    d = float(np.clip(r.normal(0, 2.0), 30.0 - lo, 45.0 - hi))
+    raw = {k: v * float(np.exp(r.normal(0, 0.3))) for k, v in base.shares.items()}
+    tot = sum(raw.values())
+    return replace(base, name=f"{base.name}, variant {int(seed)}", incidence=(lo + d, hi + d),
+                   phenology=float(base.phenology + r.normal(0, 0.15)), soil_db=float(base.soil_db + r.normal(0, 0.7)),
+                   shares={k: v / tot for k, v in raw.items()},
+                   field_scale=float(base.field_scale * np.exp(r.normal(0, 0.2))),
+                   relief_m=float(base.relief_m * np.exp(r.normal(0, 0.3))))
+
+
+def region_styles_table():
+    """:data:`REGION_STYLES` as a ``pandas.DataFrame`` (one row per style, class shares in percent)."""
+    import pandas as pd
+
+    from sarssl.data.products import WORLDCOVER_NAMES
+
+    rows = []
+    for i, s in enumerate(REGION_STYLES):
+        row = {"seed % 5": i, "style": s.name, "incidence [deg]": f"{s.incidence[0]:.0f}-{s.incidence[1]:.0f}",
+               "phenology [seasons]": s.phenology, "soil moisture [dB]": s.soil_db, "field size": s.field_scale,
+               "relief [m]": s.relief_m}
+        row.update({f"{WORLDCOVER_NAMES[k]} [%]": round(100 * v, 1) for k, v in sorted(s.shares.items())})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("seed % 5")
+
+
+def seasonal_table(style: RegionStyle) -> np.ndarray:
+    """The sigma0 table (dB, ``(N_VARIANTS, 4, 2)``) of a region: phenology phase and soil moisture applied."""
+    out = SIGMA0_REF_DB.copy()
+    ph = float(style.phenology)
+    if ph:
+        out[SEASONAL] = _shift_seasons(SIGMA0_REF_DB[SEASONAL], ph)
+    soil = style.soil_db * SOIL_SENSITIVITY[:, None, None] * SOIL_SEASON[None, :, None]
+    out += (soil * np.array([1.0, 0.7], np.float32)[None, None, :]).astype(np.float32)
+    return out.astype(np.float32)
+
+
+def _shift_seasons(table: np.ndarray, phase) -> np.ndarray:
+    """Circularly interpolate a ``(..., 4, 2)`` seasonal table at ``season - phase`` (a later calendar when
+    ``phase > 0``); ``phase`` a scalar or an array broadcasting against the leading dims."""
+    phase = np.asarray(phase, np.float32)[..., None, None]
+    s = np.arange(4, dtype=np.float32)[:, None] - phase  # (..., 4, 1)
+    s0 = np.floor(s)
+    t = s - s0
+    i0 = s0.astype(np.int64) % 4
+    i1 = (i0 + 1) % 4
+    a = np.take_along_axis(table, np.broadcast_to(i0, table.shape[:-1] + (1,)).astype(np.intp), axis=-2)
+    b = np.take_along_axis(table, np.broadcast_to(i1, table.shape[:-1] + (1,)).astype(np.intp), axis=-2)
+    return ((1 - t) * a + t * b).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,10 +415,11 @@ class NoiseField:
         x0 = np.floor(xi).astype(np.intp)
         ty = (yi - y0)[:, None]
         tx = (xi - x0)[None, :]
-        c = self.coarse
-        top = c[y0][:, x0] * (1 - tx) + c[y0][:, x0 + 1] * tx
-        bot = c[y0 + 1][:, x0] * (1 - tx) + c[y0 + 1][:, x0 + 1] * tx
-        return (top * (1 - ty) + bot * ty).astype(np.float32)
+        # separable bilinear: along x on the coarse rows needed, then along y
+        lo, hi = int(y0.min()), int(y0.max()) + 2
+        c = self.coarse[lo:hi]
+        cx = c[:, x0] * (1 - tx) + c[:, x0 + 1] * tx
+        return (cx[y0 - lo] * (1 - ty) + cx[y0 + 1 - lo] * ty).astype(np.float32, copy=False)
 
 
 def _take_top(score: np.ndarray, avail: np.ndarray, n: int) -> np.ndarray:
@@ -230,6 +430,50 @@ def _take_top(score: np.ndarray, avail: np.ndarray, n: int) -> np.ndarray:
     vals = score[avail]
     thr = np.partition(vals, vals.size - n)[vals.size - n]
     return avail & (score >= thr)
+
+
+def _znorm(a: np.ndarray) -> np.ndarray:
+    return ((a - a.mean()) / (a.std() + 1e-9)).astype(np.float32)
+
+
+def _local_norm(a: np.ndarray, size_px: float) -> np.ndarray:
+    """``a`` relative to its local mean over ``size_px`` pixels, normalised (local relief)."""
+    k = int(max(3, min(size_px, 2 * max(a.shape))))
+    return _znorm(a - ndimage.uniform_filter(a, k, mode="reflect"))
+
+
+def _distance(mask: np.ndarray, px: float, cell: float = 140.0) -> np.ndarray:
+    """Distance (m) to the nearest ``True`` pixel, on a grid of about ``cell`` m (1e5 m when there is none)."""
+    h, w = mask.shape
+    if not mask.any():
+        return np.full((h, w), 1e5, np.float32)
+    f = max(1, int(round(cell / px)))
+    if f == 1:
+        return ndimage.distance_transform_edt(~mask, sampling=px).astype(np.float32)
+    hp, wp = -(-h // f) * f, -(-w // f) * f
+    pad = np.zeros((hp, wp), bool)
+    pad[:h, :w] = mask
+    coarse = pad.reshape(hp // f, f, wp // f, f).any(axis=(1, 3))
+    d = ndimage.distance_transform_edt(~coarse, sampling=f * px).astype(np.float32)
+    return np.repeat(np.repeat(d, f, 0), f, 1)[:h, :w]
+
+
+def _hash01(*keys: np.ndarray) -> np.ndarray:
+    """Deterministic uniform numbers in [0, 1) from integer arrays (a splitmix-style hash)."""
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for k in keys:
+        h = (h ^ (np.asarray(k).astype(np.int64).astype(np.uint64) + np.uint64(0x632BE59BD9B4E019))) * np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+    return ((h >> np.uint64(11)).astype(np.float64) / float(1 << 53)).astype(np.float32)
+
+
+def _street_cover(u: np.ndarray, block: float, street: float, px: float) -> np.ndarray:
+    """Fraction of a pixel (side ``px``, centre at ``u`` along one axis) covered by streets of width
+    ``street`` every ``block`` m (1-D, exact for a pixel aligned with the grid)."""
+    def cum(x):  # street length between 0 and x (signed), streets at [k * block, k * block + street]
+        return np.floor(x / block) * street + np.minimum(np.mod(x, block), street)
+
+    return np.clip((cum(u + px / 2) - cum(u - px / 2)) / px, 0, 1).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,26 +491,35 @@ class Landscape:
     x0: float  # UTM easting of the west edge (m)
     y0: float  # UTM northing of the north edge (m)
     landcover: np.ndarray  # uint8 WorldCover class index
-    variant: np.ndarray  # uint8 backscatter/colour variant (class, conifer, crop types)
+    variant: np.ndarray  # uint8 backscatter/colour variant (class, conifer, crop types, pasture)
     dem: np.ndarray  # float32 m
     dzde: np.ndarray  # float32 slope east (m/m)
     dzdn: np.ndarray  # float32 slope north (m/m)
     parcel: np.ndarray  # int32 field id
-    parcel_sigma: np.ndarray  # (n_parcels, 4, 2) float32 dB, crop parcels' seasonal sigma0
-    parcel_green: np.ndarray  # (n_parcels, 12) float32 crop greenness per month
+    in_field: np.ndarray  # bool, pixel of a cropland or pasture parcel (takes the parcel's calendar)
+    parcel_sigma: np.ndarray  # (n_parcels, 4, 2) float32 dB, parcels' seasonal sigma0
+    parcel_green: np.ndarray  # (n_parcels, 12) float32 parcels' greenness per month
     treecover: np.ndarray  # float32 percent
     biomass: np.ndarray  # float32 Mg/ha
-    built: np.ndarray  # float32 built-up fraction 0..1
+    built: np.ndarray  # float32 building cover fraction 0..1 (the built-up product)
+    street: np.ndarray  # float32 street / paved fraction 0..1 (settlement pixels)
+    urban_db: np.ndarray  # float32 dB, block-to-block brightness of buildings
     urban_orient: np.ndarray  # float32 rad, street grid orientation
-    flood_open: np.ndarray  # bool, wetland flooded as open water in winter/spring
+    water_frac: np.ndarray  # float32 0..1 area fraction of river water (1 in water pixels)
+    flood_open: np.ndarray  # float32 0..1, open-water fraction of flooded wetland in winter/spring
     tex_small: NoiseField
     tex_large: NoiseField
     s2_tex: NoiseField
     theta0: dict  # pass -> incidence at the region centre (deg)
     wind_db: np.ndarray  # (4 seasons, 2 passes, K) dB added to water (0 = calm)
     wind_dir: np.ndarray  # (4, 2, K) rad, direction of the wind-speed ramp
+    wind_event: np.ndarray  # (4, 2) bool, declared wind events (most acquisitions windy)
     nodata: list  # dicts describing the no-data areas
     clouds: list  # 12 x (NoiseField, threshold) ; threshold = inf for clear, -inf for fully cloudy
+    style: RegionStyle = REGION_STYLES[0]
+    class_sigma: np.ndarray = field(default_factory=lambda: SIGMA0_REF_DB.copy())  # region's sigma0 table
+    enl: float = ENL  # speckle looks of one pixel (:func:`effective_enl`)
+    soil: list = field(default_factory=list)  # 4 seasons x NoiseField: regional soil moisture (rain), unit std
     shares: dict = field(default_factory=dict)  # target class shares
 
     @property
@@ -289,69 +542,131 @@ class Landscape:
         return e[None, :], n[:, None]
 
 
-def _dem(h: int, w: int, px: float, rng: np.random.Generator):
-    """Fractal DEM (m) as a sum of octaves, scaled to a seed-dependent RMS slope."""
+def _dem(h: int, w: int, px: float, rng: np.random.Generator, relief: float):
+    """Fractal DEM (m): octaves from 16 km to 110 m, each's amplitude ``relief (L / 4 km)^0.9``
+    (times ``min(1, L / px)``: relief finer than a pixel averages out)."""
     dem = np.zeros((h, w), np.float32)
-    for L in (4000.0, 1200.0, 360.0, 110.0):
-        dem += (L ** 0.9) * NoiseField.make(h, w, L / px, rng, beta=3.5).rows()
-    gy, gx = np.gradient(dem, px)
-    rms = float(np.sqrt(np.mean(gx * gx + gy * gy)))
-    target = np.tan(np.deg2rad(rng.uniform(3.0, 12.0)))
-    dem *= np.float32(target / max(rms, 1e-9))
+    for L in (16000.0, 4000.0, 1200.0, 360.0, 110.0):
+        amp = relief * (L / 4000.0) ** 0.9 * min(1.0, L / px)
+        dem += np.float32(amp) * NoiseField.make(h, w, L / px, rng, beta=3.5).rows()
     dem += np.float32(rng.uniform(100, 800) - dem.min())
     return dem
 
 
-def _river(h: int, w: int, px: float, rng: np.random.Generator):
-    """Distance (m) to a meandering river centreline crossing the region, and its width (m)."""
-    ang = rng.uniform(0, np.pi)
-    rows = np.arange(h, dtype=np.float32)[:, None] * px
-    cols = np.arange(w, dtype=np.float32)[None, :] * px
-    cx, cy = w * px / 2, h * px / 2
-    u = (cols - cx) * np.float32(np.cos(ang)) + (rows - cy) * np.float32(np.sin(ang))
-    v = -(cols - cx) * np.float32(np.sin(ang)) + (rows - cy) * np.float32(np.cos(ang))
-    half = 0.75 * np.hypot(h, w) * px
-    n = 512
-    uu = np.linspace(-half, half, n)
-    meander = NoiseField.make(1, n, n * 600.0 / (2 * half), rng, beta=4.0).rows()[0]
-    span = min(h, w) * px
-    centre = rng.uniform(-0.25, 0.25) * span + meander * min(0.12 * span, 400.0)
-    vc = np.interp(u.ravel(), uu, centre).reshape(u.shape).astype(np.float32)
-    width = rng.uniform(15.0, 50.0)
-    return np.abs(v - vc), width
+class _Rivers:
+    """A river network: main rivers crossing the region and tributaries joining them.
+
+    Accumulates, per pixel, the distance (m) to the nearest river bank (0 inside), the area fraction
+    of river water and the valley depth to carve.
+    """
+
+    def __init__(self, h: int, w: int, px: float, rng: np.random.Generator, relief: float):
+        self.h, self.w, self.px = h, w, px
+        self.bank = np.full((h, w), np.float32(1e9))
+        self.frac = np.zeros((h, w), np.float32)
+        self.carve = np.zeros((h, w), np.float32)
+        ext_km = max(h, w) * px / 1000.0
+        n_main = 1 + int(ext_km / 50.0)
+        area_km2 = h * w * px * px / 1e6
+        n_trib = int(rng.poisson(area_km2 / 120.0))
+        mains = []
+        for _ in range(n_main):
+            ang = rng.uniform(0, np.pi)
+            width = float(np.clip(rng.lognormal(np.log(110.0), 0.4), 40.0, 300.0))
+            off = rng.uniform(-0.3, 0.3) * min(h, w) * px
+            half = 0.75 * np.hypot(h, w) * px
+            n = int(min(8192, max(1024, 2 * half / (2.0 * width))))
+            uu = np.linspace(-half, half, n)
+            mean = NoiseField.make(1, n, n * 3000.0 / (2 * half), rng, beta=4.0).rows()[0]
+            bends = NoiseField.make(1, n, n * 8.0 * width / (2 * half), rng, beta=4.0).rows()[0]  # meanders
+            vc = off + mean * min(0.1 * min(h, w) * px, 2500.0) + bends * 2.5 * width
+            origin = (w * px / 2, h * px / 2)
+            mains.append((origin, ang, uu, vc, width))
+            self._add(origin, ang, uu, vc, width, valley=1500.0, depth=1.5 * relief, box=None)
+        for _ in range(n_trib):
+            origin, ang, uu, vc, _ = mains[rng.integers(len(mains))]
+            # join the main river at a point inside the region, leave it at 35-80 deg
+            for _try in range(8):
+                u0 = rng.uniform(uu[0], uu[-1])
+                v0 = np.interp(u0, uu, vc)
+                px0 = origin[0] + u0 * np.cos(ang) - v0 * np.sin(ang)
+                py0 = origin[1] + u0 * np.sin(ang) + v0 * np.cos(ang)
+                if 0 <= px0 < w * px and 0 <= py0 < h * px:
+                    break
+            else:
+                continue
+            t_ang = ang + rng.choice([-1, 1]) * np.deg2rad(rng.uniform(35, 80)) + (np.pi if rng.random() < 0.5 else 0)
+            length = float(rng.uniform(4000.0, 25000.0))
+            width = float(np.clip(rng.lognormal(np.log(30.0), 0.5), 8.0, 90.0))
+            n = int(min(4096, max(256, length / (2.0 * width))))
+            tu = np.linspace(0.0, length, n)
+            mean = NoiseField.make(1, n, n * 800.0 / length, rng, beta=4.0).rows()[0]
+            bends = NoiseField.make(1, n, n * 8.0 * width / length, rng, beta=4.0).rows()[0]
+            tv = ((mean - mean[0]) * min(600.0, 0.08 * length) + (bends - bends[0]) * 2.5 * width) \
+                * np.minimum(1.0, tu / 1500.0)
+            self._add((px0, py0), t_ang, tu, tv, width, valley=500.0, depth=0.6 * relief, box=length)
+
+    def _add(self, origin, ang, uu, vc, width, valley, depth, box):
+        h, w, px = self.h, self.w, self.px
+        if box is None:
+            i0, i1, j0, j1 = 0, h, 0, w
+        else:
+            reach = box + 3 * valley
+            j0, j1 = int(max(0, (origin[0] - reach) / px)), int(min(w, (origin[0] + reach) / px + 1))
+            i0, i1 = int(max(0, (origin[1] - reach) / px)), int(min(h, (origin[1] + reach) / px + 1))
+            if i1 <= i0 or j1 <= j0:
+                return
+        rows = ((np.arange(i0, i1, dtype=np.float32) + 0.5) * px - np.float32(origin[1]))[:, None]
+        cols = ((np.arange(j0, j1, dtype=np.float32) + 0.5) * px - np.float32(origin[0]))[None, :]
+        ca, sa = np.float32(np.cos(ang)), np.float32(np.sin(ang))
+        u = cols * ca + rows * sa
+        v = -cols * sa + rows * ca
+        uc = np.clip(u, np.float32(uu[0]), np.float32(uu[-1]))
+        vcl = np.interp(uc.ravel(), uu, vc).reshape(u.shape).astype(np.float32)
+        d = np.hypot(u - uc, v - vcl)  # distance to the centreline (m)
+        hw = np.float32(width / 2)
+        # area fraction of the pixel covered by the river (1-D across the river)
+        cover = np.clip((np.minimum(d + px / 2, hw) - np.maximum(d - px / 2, -hw)) / px, 0, 1)
+        sl = (slice(i0, i1), slice(j0, j1))
+        self.bank[sl] = np.minimum(self.bank[sl], np.maximum(d - hw, 0))
+        self.frac[sl] = np.maximum(self.frac[sl], cover)
+        self.carve[sl] = np.maximum(self.carve[sl], np.float32(depth) * np.exp(-(d / np.float32(valley)) ** 2))
 
 
-def _parcels(h: int, w: int, px: float, rng: np.random.Generator) -> np.ndarray:
-    """Field ids on a rotated grid of strips (80-300 m wide) cut into fields (100-500 m long)."""
-    ang = np.deg2rad(rng.uniform(-30, 30))
-    rows = np.arange(h, dtype=np.float64)[:, None] * px
-    cols = np.arange(w, dtype=np.float64)[None, :] * px
+def _parcels(h: int, w: int, px: float, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Field ids on a rotated grid of strips (150-450 m wide x ``scale``) cut into fields (200-800 m long x ``scale``)."""
+    ang = np.deg2rad(rng.uniform(-45, 45))
+    rows = (np.arange(h, dtype=np.float64)[:, None] + 0.5) * px
+    cols = (np.arange(w, dtype=np.float64)[None, :] + 0.5) * px
     u = cols * np.cos(ang) + rows * np.sin(ang)
     v = -cols * np.sin(ang) + rows * np.cos(ang)
     corners_u = np.array([0, w * px * np.cos(ang), h * px * np.sin(ang), w * px * np.cos(ang) + h * px * np.sin(ang)])
     corners_v = np.array([0, -w * px * np.sin(ang), h * px * np.cos(ang), -w * px * np.sin(ang) + h * px * np.cos(ang)])
     umin, umax = corners_u.min() - 1, corners_u.max() + 1
     vmin, vmax = corners_v.min() - 1, corners_v.max() + 1
-    n_strips = int((vmax - vmin) / 80.0) + 2
-    v_edges = vmin + np.concatenate([[0.0], np.cumsum(rng.uniform(80, 300, n_strips))])
-    n_f = int((umax - umin) / 100.0) + 2
-    u_edges = umin - rng.uniform(0, 400, (n_strips, 1)) + np.concatenate(
-        [np.zeros((n_strips, 1)), np.cumsum(rng.uniform(100, 500, (n_strips, n_f - 1)), axis=1)], axis=1)
+    wmin, wmax, lmin, lmax = 150.0 * scale, 450.0 * scale, 200.0 * scale, 800.0 * scale
+    n_strips = int((vmax - vmin) / wmin) + 2
+    v_edges = vmin + np.concatenate([[0.0], np.cumsum(rng.uniform(wmin, wmax, n_strips))])
+    n_f = int((umax - umin) / lmin) + 2
+    u_edges = umin - rng.uniform(0, lmax, (n_strips, 1)) + np.concatenate(
+        [np.zeros((n_strips, 1)), np.cumsum(rng.uniform(lmin, lmax, (n_strips, n_f - 1)), axis=1)], axis=1)
     strip = np.clip(np.searchsorted(v_edges, v, side="right") - 1, 0, n_strips - 1)
-    big = (umax - umin) + 1e4
+    big = (umax - umin) + 1e4 * scale + lmax
     flat = (u_edges + (np.arange(n_strips) * big)[:, None]).ravel()
     j = np.searchsorted(flat, u + strip * big, side="right") - 1 - strip * n_f
     return (strip * n_f + np.clip(j, 0, n_f - 1)).astype(np.int32)
 
 
 def build_landscape(height: int, width: int, pixel_size: float = 10.0, seed: int = 0, year: int = 2020,
-                    n_acquisitions: int = 5, x0: float = 400_000.0, y0: float = 4_480_000.0) -> Landscape:
+                    n_acquisitions: int = 5, x0: float = 400_000.0, y0: float = 4_480_000.0,
+                    style: RegionStyle | str | None = None) -> Landscape:
     """Build the region's landscape: terrain, land cover, per-pixel label fields and per-year dynamics.
 
     Args:
-        height, width: region size in pixels. pixel_size: metres. seed: landscape seed.
-        year: drives crop rotation, wind, speckle and clouds. n_acquisitions: per season and pass.
-        x0, y0: UTM coordinates of the region's north-west corner (m).
+        height, width: region size in pixels. pixel_size: metres. seed: landscape seed (and the
+        region style, :func:`region_style`). year: drives crop rotation, wind, speckle and clouds.
+        n_acquisitions: per season and pass. x0, y0: UTM coordinates of the region's north-west
+        corner (m). style: a :class:`RegionStyle` (or its name) instead of the seed's.
     """
     if height < 2 or width < 2:
         raise ValueError(f"region must be at least 2x2 pixels, got height={height}, width={width}")
@@ -363,68 +678,86 @@ def build_landscape(height: int, width: int, pixel_size: float = 10.0, seed: int
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     h, w, px = int(height), int(width), float(pixel_size)
     N = h * w
+    sty = region_style(seed if style is None else style)
     mk = lambda name, corr_m, beta=4.0, *k: NoiseField.make(h, w, corr_m / px, stream_rng(seed, name, *k), beta)
 
-    # class shares
+    # class shares: the style's mix, perturbed a little by the seed
     r = stream_rng(seed, "shares")
-    keys = list(BASE_SHARES)
-    raw = np.array([BASE_SHARES[k] for k in keys]) * np.exp(r.normal(0, 0.35, len(keys)))
-    if r.random() < 0.3:
-        raw[keys.index(WETLAND)] = 0.0
+    keys = list(sty.shares)
+    raw = np.array([sty.shares[k] for k in keys]) * np.exp(r.normal(0, 0.15, len(keys)))
     shares = dict(zip(keys, raw / raw.sum()))
 
     # terrain and water
-    dem = _dem(h, w, px, stream_rng(seed, "dem"))
-    relief = float(dem.std()) + 1.0
-    dist_river, river_w = _river(h, w, px, stream_rng(seed, "river"))
-    dem -= np.float32(1.2 * relief) * np.exp(-(dist_river / np.float32(400.0)) ** 2)
-    river = dist_river < river_w / 2
-    lake_score = -dem + np.float32(0.15 * relief) * mk("lake", 300.0).rows()
+    dem = _dem(h, w, px, stream_rng(seed, "dem"), sty.relief_m)
+    rivers = _Rivers(h, w, px, stream_rng(seed, "river"), sty.relief_m)
+    dem -= rivers.carve
+    river = rivers.frac >= 0.5
+    local = _local_norm(dem, 6000.0 / px)
+    lake_score = -local + 0.5 * mk("lake", 300.0).rows()
     n_lake = max(int(shares[WATER] * N) - int(river.sum()), 0)
     lakes = _take_top(lake_score, ~river, n_lake)
     water = river | lakes
     if lakes.any():
-        dem[lakes] = dem[lakes].max()
+        lab, n_l = ndimage.label(lakes)
+        top = ndimage.maximum(dem, lab, index=np.arange(1, n_l + 1))
+        dem[lakes] = np.asarray(top, np.float32)[lab[lakes] - 1]
     if river.any():
         dem[river] = np.minimum(dem[river], np.float32(np.percentile(dem[river], 5)))
     dem = ndimage.uniform_filter(dem, 3).astype(np.float32)
     gy, gx = np.gradient(dem, px)
     dzde, dzdn = gx.astype(np.float32), (-gy).astype(np.float32)
-    slope = np.hypot(dzde, dzdn)
-    slope_n = (slope - slope.mean()) / (slope.std() + 1e-9)
-    elev_n = (dem - dem.mean()) / (dem.std() + 1e-9)
+    dzde[water] = 0.0  # water surfaces are level
+    dzdn[water] = 0.0
+    slope_n = _znorm(np.hypot(dzde, dzdn))
+    elev_n = _local_norm(dem, 8000.0 / px)
+    del gy, gx, lake_score
 
     lc = np.full((h, w), SHRUB, np.uint8)
+    variant = np.full((h, w), SHRUB, np.uint8)
     lc[water] = WATER
+    variant[water] = WATER
+    water_frac = np.where(water, np.float32(1), rivers.frac).astype(np.float32)
     avail = ~water
 
-    # wetland next to water, low
-    f = 4
-    hp, wp = -(-h // f) * f, -(-w // f) * f
-    wpad = np.zeros((hp, wp), bool)
-    wpad[:h, :w] = water
-    wc = wpad.reshape(hp // f, f, wp // f, f).any(axis=(1, 3))
-    if wc.any():
-        dist = ndimage.distance_transform_edt(~wc, sampling=f * px).astype(np.float32)
-        dist = np.repeat(np.repeat(dist, f, 0), f, 1)[:h, :w]
-    else:
-        dist = np.full((h, w), 1e4, np.float32)
-    wet_score = -dist / 200.0 - 0.5 * elev_n + 0.6 * mk("wetland", 150.0).rows()
+    # wetland next to water, on low ground
+    dist = _distance(water, px)
+    wet_score = -dist / 200.0 - 0.3 * elev_n + 0.4 * mk("wetland", 150.0).rows()
     wetland = _take_top(wet_score, avail, int(shares[WETLAND] * N))
-    lc[wetland] = WETLAND
+    lc[wetland] = variant[wetland] = WETLAND
     avail &= ~wetland
+    del wet_score
 
-    # settlements
+    # riparian forest: a broken strip of trees along the river banks
+    r = stream_rng(seed, "riparian")
+    rip_w = np.float32(r.uniform(50.0, 150.0))
+    gaps = mk("riparian", 400.0).rows() > -0.3
+    rip_n = mk("riparian", 150.0, 4.0, 1).rows()
+    riparian = avail & (rivers.bank > 0) & (rivers.bank < rip_w * (1 + 0.5 * rip_n) + 0.5 * px) & gaps
+    riparian = _take_top(rip_n, riparian, int(0.35 * shares[TREE] * N))
+    lc[riparian] = variant[riparian] = TREE
+    avail &= ~riparian
+    del rivers, gaps, rip_n
+
+    # settlements: villages and towns, preferably on flat ground near rivers
     r = stream_rng(seed, "urban")
     area_km2 = N * px * px / 1e6
-    n_c = max(1, int(r.poisson(area_km2 / 30.0)))
+    n_c = max(1, int(r.poisson(area_km2 * sty.settlements_per_100km2 / 100.0)))
     density = np.zeros((h, w), np.float32)
     orient = np.zeros((h, w), np.float32)
+    block = np.zeros((h, w), np.float32)
     best = np.zeros((h, w), np.float32)
-    for _ in range(n_c):
-        ci, cj = r.uniform(0, h), r.uniform(0, w)
-        rad = float(np.clip(r.lognormal(np.log(600.0), 0.5), 200, 2000)) / px
+    built_m2 = shares[BUILT] * N * px * px
+    sizes = r.lognormal(0.0, 1.0, n_c)
+    sizes *= 1.5 * built_m2 / sizes.sum()  # settlement areas (m^2): about the built-up share in all
+    for k in range(n_c):
+        for _try in range(4):  # a few tries for a site near water and on flat ground
+            ci, cj = r.uniform(0, h), r.uniform(0, w)
+            ii_, jj_ = int(min(h - 1, ci)), int(min(w - 1, cj))
+            if dist[ii_, jj_] < 3000.0 and slope_n[ii_, jj_] < 1.0 and not water[ii_, jj_]:
+                break
+        rad = float(np.clip(np.sqrt(sizes[k] / np.pi), 250.0, 4000.0)) / px
         th = r.uniform(0, np.pi / 2)
+        bl = r.uniform(80.0, 200.0)
         i0, i1 = int(max(0, ci - 3 * rad)), int(min(h, ci + 3 * rad + 1))
         j0, j1 = int(max(0, cj - 3 * rad)), int(min(w, cj + 3 * rad + 1))
         if i1 <= i0 or j1 <= j0:
@@ -435,99 +768,175 @@ def build_landscape(height: int, width: int, pixel_size: float = 10.0, seed: int
         density[i0:i1, j0:j1] += d
         sel = d > best[i0:i1, j0:j1]
         orient[i0:i1, j0:j1][sel] = th
+        block[i0:i1, j0:j1][sel] = bl
         best[i0:i1, j0:j1] = np.maximum(best[i0:i1, j0:j1], d)
-    urb_score = density + 0.25 * mk("urban", 60.0).rows()
+    del best
+    urb_score = density + 0.15 * mk("urban", 60.0).rows()
     n_built = int(shares[BUILT] * N)
     built_m = _take_top(urb_score, avail, n_built)
-    lc[built_m] = BUILT
-    # built-up fraction: high in built pixels, low in a suburban fringe of other classes
+    lc[built_m] = variant[built_m] = BUILT
     fringe = _take_top(urb_score, avail & ~built_m, n_built)
     thr_hi = urb_score[built_m].min() if built_m.any() else np.inf
     thr_lo = urb_score[fringe].min() if fringe.any() else thr_hi
-    tnoise = mk("texture", 30.0, 4.0, 1).rows()
+    # street grid of each settlement: streets, blocks (brightness, parks) and building cover
     built = np.zeros((h, w), np.float32)
-    built[built_m] = np.clip(0.65 + 0.2 * tnoise[built_m] + 0.3 * np.tanh(urb_score[built_m] - thr_hi), 0.3, 1.0)
-    span = max(float(thr_hi - thr_lo), 1e-6)
-    built[fringe] = np.clip(0.35 * (urb_score[fringe] - thr_lo) / span + 0.05 * tnoise[fringe], 0.0, 0.4)
+    street = np.zeros((h, w), np.float32)
+    urban_db = np.zeros((h, w), np.float32)
+    town = built_m | fringe
+    if town.any():
+        iy, ix = np.nonzero(town)
+        yy, xx = (iy + 0.5) * px, (ix + 0.5) * px
+        th, bl = orient[iy, ix], np.maximum(block[iy, ix], 80.0)
+        u = xx * np.cos(th) + yy * np.sin(th)
+        v = -xx * np.sin(th) + yy * np.cos(th)
+        sw = np.float32(14.0)
+        su, sv = _street_cover(u, bl, sw, px), _street_cover(v, bl, sw, px)
+        st = 1 - (1 - su) * (1 - sv)
+        bu, bv = np.floor(u / bl), np.floor(v / bl)
+        hb = _hash01(bu, bv, np.full_like(bu, seed))
+        park = hb < 0.08
+        block_n = (_hash01(bv, bu, np.full_like(bu, seed + 7)) - 0.5) * np.float32(3.46)  # unit variance
+        core = np.tanh(urb_score[iy, ix] - thr_hi)
+        in_b = built_m[iy, ix]
+        cover = np.where(in_b, np.clip(0.55 + 0.3 * core + 0.12 * block_n, 0.2, 0.9),
+                         np.clip(0.3 * (urb_score[iy, ix] - thr_lo) / max(float(thr_hi - thr_lo), 1e-6), 0.0, 0.3))
+        cover = np.where(park, 0.1 * cover, cover) * (1 - st)
+        built[iy, ix] = cover
+        street[iy, ix] = np.where(in_b, st * np.where(park, 0.3, 1.0), 0.3 * st * cover)
+        urban_db[iy, ix] = 2.5 * block_n
+        del iy, ix, yy, xx, th, bl, u, v, su, sv, st, bu, bv, hb, park, block_n, core, in_b, cover
     avail &= ~built_m
+    del density, block, urb_score, fringe, town
 
     # bare summits, forest on slopes and heights
     bare = _take_top(0.6 * elev_n + 0.8 * slope_n + 0.8 * mk("bare", 300.0).rows(), avail, int(shares[BARE] * N))
-    lc[bare] = BARE
+    lc[bare] = variant[bare] = BARE
     avail &= ~bare
-    forest = _take_top(0.8 * slope_n + 0.5 * elev_n + 1.0 * mk("forest", 700.0).rows(), avail, int(shares[TREE] * N))
-    lc[forest] = TREE
+    n_forest = max(int(shares[TREE] * N) - int(riparian.sum()), 0)
+    forest = _take_top(0.8 * slope_n + 0.6 * elev_n + 1.0 * mk("forest", 700.0).rows()
+                       + 0.7 * mk("forest", 3000.0, 4.0, 1).rows(), avail, n_forest)
+    lc[forest] = variant[forest] = TREE
     avail &= ~forest
+    forest |= riparian
+    # shrubland on forest edges and slopes, natural grassland on hills
+    fdist = _distance(forest, px)
+    shrub = _take_top(-fdist / 250.0 + 0.3 * slope_n + 0.4 * mk("shrub", 400.0).rows(), avail, int(shares[SHRUB] * N))
+    lc[shrub] = variant[shrub] = SHRUB
+    avail &= ~shrub
+    del fdist
+    n_grass = int(shares[GRASS] * N)
+    natural = _take_top(0.6 * slope_n + 0.5 * elev_n + 1.0 * mk("grass", 500.0).rows(), avail, int(0.3 * n_grass))
+    lc[natural] = variant[natural] = GRASS
+    avail &= ~natural
 
-    # cropland and grassland by whole fields
-    parcel = _parcels(h, w, px, stream_rng(seed, "parcels"))
-    n_par = int(parcel.max()) + 1
-
-    def by_parcel(score):
-        a = parcel[avail]
-        num = np.bincount(a, weights=score[avail], minlength=n_par)
-        den = np.bincount(a, minlength=n_par)
-        return (num / np.maximum(den, 1)).astype(np.float32)[parcel]
-
-    crop = _take_top(by_parcel(-1.0 * slope_n - 0.3 * elev_n + 1.0 * mk("crop", 1500.0).rows()), avail,
-                     int(shares[CROP] * N))
+    # the rest is farmland: parcels on three rotated grids (one per farming district), each parcel
+    # cropland or pasture, with contiguous cropland and pasture districts
+    rp = stream_rng(seed, "parcels")
+    dist_f = np.stack([mk("district", 9000.0, 4.0, k).rows() for k in range(3)])
+    pick = dist_f.argmax(axis=0).astype(np.uint8)
+    del dist_f
+    parcel = np.zeros((h, w), np.int32)
+    off = 0
+    for k, f in enumerate((1.0, 0.8, 1.25)):
+        g = _parcels(h, w, px, stream_rng(seed, "parcels", k + 1), sty.field_scale * f)
+        sel = pick == k
+        parcel[sel] = g[sel] + off
+        off += int(g.max()) + 1
+        del g, sel
+    del pick
+    used = np.bincount(parcel.ravel(), minlength=off) > 0  # compact ids: only parcels that are in the region
+    parcel = (np.cumsum(used) - 1).astype(np.int32)[parcel]
+    n_par = int(used.sum())
+    del used
+    a = parcel[avail]
+    cnt = np.bincount(a, minlength=n_par)
+    score = mk("crop", 2500.0).rows() - 0.4 * slope_n - 0.2 * elev_n
+    pscore = np.bincount(a, weights=score[avail], minlength=n_par) / np.maximum(cnt, 1)
+    pscore = pscore + rp.normal(0, 0.2, n_par)  # parcel by parcel: a few pastures among crops
+    # crop parcels: the highest scores until the cropland share is reached
+    order = np.argsort(-pscore)
+    cum = np.cumsum(cnt[order])
+    n_crop_target = min(int(shares[CROP] * N), int(avail.sum()))
+    is_crop_p = np.zeros(n_par, bool)
+    is_crop_p[order[: int(np.searchsorted(cum, n_crop_target)) + 1]] = True
+    is_crop_p &= cnt > 0
+    del a, score, pscore, order, cum
+    crop = avail & is_crop_p[parcel]
+    pasture = avail & ~crop
     lc[crop] = CROP
-    avail &= ~crop
-    grass = _take_top(by_parcel(0.3 * slope_n + 1.0 * mk("grass", 800.0).rows()), avail, int(shares[GRASS] * N))
-    lc[grass] = GRASS
-    avail &= ~grass  # the rest stays shrubland
+    lc[pasture] = GRASS
+    variant[pasture] = PASTURE
+    in_field = crop | pasture
 
-    # variants: conifer stands, crop types per field and year
-    variant = lc.copy()
-    conifer_score = 0.8 * elev_n + 1.0 * mk("conifer", 1000.0).rows()
-    conifer = _take_top(conifer_score, forest, int(0.4 * forest.sum()))
-    variant[conifer] = CONIFER
+    # crop calendars per parcel and year
     r = stream_rng(seed, "crop_year", year)
-    ctype = np.asarray(CROP_TYPES)[r.choice(3, size=n_par, p=CROP_TYPE_PROBS)]
+    ctype = np.asarray(CROP_TYPES)[r.choice(len(CROP_TYPES), size=n_par, p=CROP_TYPE_PROBS)]
     phase = np.clip(r.normal(0, 0.2, n_par), -0.5, 0.5).astype(np.float32)  # seasons
-    offset = r.normal(0, 0.8, (n_par, 4, 1)).astype(np.float32) + r.normal(0, 0.3, (n_par, 4, 2)).astype(np.float32)
-    variant[crop] = ctype[parcel[crop]].astype(np.uint8)
-    base = SIGMA0_REF_DB[ctype]  # (P, 4, 2)
-    nxt = np.where(phase[:, None, None] >= 0, np.roll(base, -1, axis=1), np.roll(base, 1, axis=1))
-    a = np.abs(phase)[:, None, None]
-    parcel_sigma = ((1 - a) * base + a * nxt + offset).astype(np.float32)
-    gbase = S2_GREENNESS[ctype]  # (P, 12) ; shift by phase*3 months
-    shift = phase * 3.0
-    months = np.arange(12, dtype=np.float32)[None, :] + shift[:, None]
+    offset = r.normal(0, 0.6, (n_par, 1, 1)).astype(np.float32) + r.normal(0, 0.3, (n_par, 4, 2)).astype(np.float32)
+    ptype = np.where(is_crop_p, ctype, PASTURE)
+    # grassland calendars (pasture, and temporary grassland on arable parcels) vary little in timing
+    phase = np.where((ptype == PASTURE) | (ptype == LEY), 0.25 * phase, phase)
+    variant[crop] = ptype[parcel[crop]].astype(np.uint8)
+    table = seasonal_table(replace(sty, phenology=0.0))
+    parcel_sigma = (_shift_seasons(table[ptype], phase + np.float32(sty.phenology)) + offset).astype(np.float32)
+    gbase = S2_GREENNESS[ptype]  # (P, 12) ; shift by phase*3 months
+    shift = (phase + np.float32(sty.phenology)) * 3.0
+    months = np.arange(12, dtype=np.float32)[None, :] - shift[:, None]
     m0 = np.floor(months).astype(int)
     t = months - m0
     rows_ = np.arange(n_par)[:, None]
     parcel_green = ((1 - t) * gbase[rows_, m0 % 12] + t * gbase[rows_, (m0 + 1) % 12]).astype(np.float32)
+    del ctype, offset, gbase, months, m0, t, rows_
+
+    # conifer stands
+    conifer_score = 0.8 * elev_n + 1.0 * mk("conifer", 1000.0).rows()
+    conifer = _take_top(conifer_score, forest & ~riparian, int(sty.conifer * forest.sum()))
+    variant[conifer] = CONIFER
+    del conifer_score
 
     # tree cover (%) and biomass (Mg/ha)
     stand = mk("treecover", 400.0).rows()
-    crown = mk("treecover", 30.0, 4.0, 1).rows()
+    crown = mk("treecover", 30.0, 4.0, 1).rows() * np.float32(min(1.0, 30.0 / px))
     tc = np.zeros((h, w), np.float32)
     tc[forest] = np.clip(78 + 12 * stand[forest] + 8 * crown[forest], 35, 100)
-    tc[lc == SHRUB] = np.clip(12 + 6 * stand[lc == SHRUB] + 4 * crown[lc == SHRUB], 0, 40)
-    tc[lc == GRASS] = np.clip(3 + 3 * crown[lc == GRASS], 0, 20)
-    tc[lc == WETLAND] = np.clip(4 + 4 * crown[lc == WETLAND], 0, 25)
-    tc[lc == BUILT] = np.clip(8 + 6 * crown[lc == BUILT], 0, 30)
-    tc[lc == CROP] = np.clip(0.5 + 1.0 * crown[lc == CROP], 0, 5)
+    tc[riparian] = np.clip(tc[riparian] - 10, 35, 100)
+    for cls, (m, s_st, s_cr, hi) in {SHRUB: (12, 6, 4, 40), GRASS: (3, 0, 3, 20), WETLAND: (4, 0, 4, 25),
+                                     BUILT: (8, 0, 6, 30), CROP: (0.5, 0, 1, 5)}.items():
+        sel = lc == cls
+        tc[sel] = np.clip(m + s_st * stand[sel] + s_cr * crown[sel], 0, hi)
     agb = 240.0 * (tc / 100.0) ** 1.4 * np.exp(0.25 * mk("biomass", 250.0).rows())
     agb[variant == CONIFER] *= 1.15
     agb[lc == SHRUB] += 12.0
     agb[lc == GRASS] += 2.0
     agb = agb.astype(np.float32)
+    del stand, crown
 
     # per-year dynamics: flooding, wind, clouds
     r = stream_rng(seed, "flood", year)
-    flood_open = np.zeros((h, w), bool)
+    flood_open = np.zeros((h, w), np.float32)
     if wetland.any():
-        flood_open = _take_top(-elev_n + 0.5 * mk("flood", 150.0, 4.0, year).rows(), wetland,
-                               int(r.uniform(0.1, 0.4) * wetland.sum()))
+        fl = mk("flood", 150.0, 4.0, year).rows()
+        wet = _take_top(-elev_n + 0.5 * fl, wetland, int(r.uniform(0.2, 0.5) * wetland.sum()))
+        flood_open[wet] = np.clip(0.5 + 0.35 * fl[wet], 0.1, 1.0)  # open-water fraction of the pixel
+        del fl, wet
     r = stream_rng(seed, "wind", year)
     K = int(n_acquisitions)
-    windy = r.random((4, 2, K)) < 0.35
-    wind_db = np.where(windy, r.uniform(5.0, 12.0, (4, 2, K)), 0.0).astype(np.float32)
+    wind_event = r.random((4, 2)) < sty.wind
+    windy = r.random((4, 2, K)) < 0.3
+    for si in range(4):
+        for d in range(2):
+            if wind_event[si, d]:  # most acquisitions windy: the median is windy
+                need = K // 2 + 1
+                idx = r.permutation(K)
+                windy[si, d, idx[:need]] = True
+            else:  # fewer than half windy: the median stays calm
+                on = np.flatnonzero(windy[si, d])
+                windy[si, d, on[(K - 1) // 2:]] = False
+    wind_db = np.where(windy, r.uniform(5.0, 12.0, (4, 2, K)), r.uniform(0.0, 0.5, (4, 2, K))).astype(np.float32)
     wind_dir = r.uniform(0, 2 * np.pi, (4, 2, K)).astype(np.float32)
     r = stream_rng(seed, "passes")
-    theta0 = {"asc": float(r.uniform(32.0, 43.0)), "des": float(r.uniform(32.0, 43.0))}
+    lo, hi = sty.incidence
+    theta0 = {"asc": float(r.uniform(lo, hi)), "des": float(r.uniform(lo, hi))}
     # no-data areas (fractions of the region area)
     r = stream_rng(seed, "nodata")
     nodata = []
@@ -552,12 +961,14 @@ def build_landscape(height: int, width: int, pixel_size: float = 10.0, seed: int
 
     land = Landscape(
         height=h, width=w, pixel_size=px, seed=int(seed), year=int(year), x0=float(x0), y0=float(y0),
-        landcover=lc, variant=variant, dem=dem, dzde=dzde, dzdn=dzdn, parcel=parcel,
+        landcover=lc, variant=variant, dem=dem, dzde=dzde, dzdn=dzdn, parcel=parcel, in_field=in_field,
         parcel_sigma=parcel_sigma, parcel_green=parcel_green, treecover=tc, biomass=agb, built=built,
-        urban_orient=orient, flood_open=flood_open,
-        tex_small=mk("texture", 20.0, 4.0, 2), tex_large=mk("texture", 250.0, 4.0, 3),
+        street=street, urban_db=urban_db, urban_orient=orient, water_frac=water_frac, flood_open=flood_open,
+        tex_small=mk("texture", TEXTURE_SMALL_M, 4.0, 2), tex_large=mk("texture", TEXTURE_LARGE_M, 4.0, 3),
         s2_tex=mk("s2tex", 40.0, 4.0, year), theta0=theta0, wind_db=wind_db, wind_dir=wind_dir,
-        nodata=nodata, clouds=clouds, shares={int(k): float(v) for k, v in shares.items()},
+        wind_event=wind_event, nodata=nodata, clouds=clouds, style=sty, class_sigma=seasonal_table(sty),
+        enl=effective_enl(px), shares={int(k): float(v) for k, v in shares.items()},
+        soil=[mk("soil", SOIL_FIELD_M, 4.0, year, si) for si in range(4)],
     )
     # no-data thresholds on the along-range / along-track coordinates (from a subsampled grid)
     step = max(1, min(h, w) // 64)
@@ -604,54 +1015,140 @@ def incidence_angles(land: Landscape, r0: int = 0, r1: int | None = None):
     return f32(out_e), f32(out_l), f32(out_a)
 
 
+def _db2lin(db):
+    return np.power(np.float32(10), np.asarray(db, np.float32) * np.float32(0.1))
+
+
 def clean_sigma0(land: Landscape, r0: int = 0, r1: int | None = None) -> np.ndarray:
-    """Noise-free sigma0 (linear, incl. thermal noise), ``(4 seasons, 2 pols, 2 passes, h, W)`` float32."""
+    """Noise-free sigma0 (linear, incl. thermal noise), ``(4 seasons, 2 pols, 2 passes, h, W)`` float32.
+
+    Each pixel's own class (or its parcel's calendar) with texture and the season's regional soil
+    moisture, then in linear intensity the sub-pixel parts: buildings (block brightness, cardinal
+    effect) and streets in settlement pixels, river water in bank pixels, open water on flooded wetland
+    in winter and spring; then every pixel on a boundary between two segments (parcels, classes) mixes
+    with its neighbours across it (:func:`_mix_boundaries`), as a pixel straddling a boundary does.
+    """
     r1 = land.height if r1 is None else r1
+    a, b = max(0, r0 - 1), min(land.height, r1 + 1)  # one row of halo for the boundary mixing
+    own = _own_sigma0(land, a, b)
+    out = _mix_boundaries(land, own, a, b, r0, r1)
+    out += np.float32(10 ** (NESZ_DB / 10))
+    return out
+
+
+def _segments(land: Landscape, r0: int, r1: int) -> np.ndarray:
+    """Segment id per pixel: the parcel for farmland pixels, else the backscatter variant."""
     sl = slice(r0, r1)
+    return np.where(land.in_field[sl], land.parcel[sl].astype(np.int64) + N_VARIANTS, land.variant[sl].astype(np.int64))
+
+
+def _mix_boundaries(land: Landscape, own: np.ndarray, a: int, b: int, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of ``own`` (rows ``a:b``) with boundary pixels mixed: a pixel with 4-neighbours of
+    another segment keeps a fraction ``f`` of its own sigma0 and takes ``1 - f`` from the mean of those
+    neighbours. The boundary lies anywhere between the two pixel centres, at ``u * px`` from this one
+    (``u ~ U(0, 1)``), so ``f = min(1, 0.5 + u)``: half the boundary pixels are pure, the others mixed,
+    and the own class always holds the majority (its label). River banks (already mixed) are left out."""
+    h, W = r1 - r0, land.width
+    seg = _segments(land, a, b)
+    fw = land.water_frac[a:b]
+    keep = (fw > 0) & (fw < 1)
+    i = r0 - a
+    core = own[..., i:i + h, :]
+    s_core, k_core = seg[i:i + h], keep[i:i + h]
+    acc = np.zeros_like(core)
+    cnt = np.zeros((h, W), np.float32)
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        rows = np.arange(i + dy, i + dy + h)
+        ok_r = (rows >= 0) & (rows < b - a)
+        rows = np.clip(rows, 0, b - a - 1)
+        cols = np.clip(np.arange(W) + dx, 0, W - 1)
+        ok_c = (np.arange(W) + dx >= 0) & (np.arange(W) + dx < W)
+        nb_seg = seg[rows][:, cols]
+        diff = (nb_seg != s_core) & ~k_core & ~keep[rows][:, cols] & ok_r[:, None] & ok_c[None, :]
+        if not diff.any():
+            continue
+        acc += np.where(diff, own[..., rows, :][..., cols], np.float32(0))
+        cnt += diff
+    mixed = cnt > 0
+    if not mixed.any():
+        return core.copy()
+    rr, cc = np.nonzero(mixed)
+    f = np.minimum(np.float32(1), np.float32(0.5) + _hash01(rr + r0, cc, np.full_like(rr, land.seed)))
+    out = core.copy()
+    out[..., rr, cc] = f * core[..., rr, cc] + (1 - f) * acc[..., rr, cc] / cnt[rr, cc]
+    return out
+
+
+def _own_sigma0(land: Landscape, r0: int, r1: int) -> np.ndarray:
+    """Each pixel's sigma0 (linear, no thermal noise) before the boundary mixing, ``(4, 2, 2, h, W)``."""
+    sl = slice(r0, r1)
+    h = r1 - r0
     var = land.variant[sl]
-    lc = land.landcover[sl]
+    in_field = land.in_field[sl]
     parcel = land.parcel[sl]
-    is_crop = lc == CROP
-    is_built = lc == BUILT
+    table = land.class_sigma
+    px = land.pixel_size
+    k_small = np.float32(min(1.0, TEXTURE_SMALL_M / px))
+    k_large = np.float32(min(1.0, TEXTURE_LARGE_M / px))
     tsmall = land.tex_small.rows(r0, r1)
-    tex = tsmall * TEXTURE_SMALL[var] + land.tex_large.rows(r0, r1) * TEXTURE_LARGE[var]
+    tex = tsmall * (TEXTURE_SMALL[var] * k_small) + land.tex_large.rows(r0, r1) * (TEXTURE_LARGE[var] * k_large)
+    soil_k = SOIL_SENSITIVITY[var] * np.float32(SOIL_FIELD_DB)
     bf = land.built[sl]
-    mixed = (bf > 0) & ~is_built
+    st = land.street[sl]
+    town = (bf > 0) | (st > 0)
+    is_built = var == BUILT
+    fw = land.water_frac[sl]
+    bank = (fw > 0) & (var != WATER)
     flood = land.flood_open[sl]
+    any_town, any_bank, any_flood, any_field = town.any(), bank.any(), flood.any(), in_field.any()
     _, th_l, area = incidence_angles(land, r0, r1)
     cos_ref = np.float32(np.cos(np.deg2rad(THETA_REF)))
     cos_l = np.clip(np.cos(np.deg2rad(th_l)), 0.02, 1.0) / cos_ref
-    # urban cardinal effect: +-2 dB with the street grid's orientation relative to the look direction
+    # urban cardinal effect: +-2.5 dB with the street grid's orientation relative to the look direction
     orient = land.urban_orient[sl]
-    card = [np.float32(2.0) * np.cos(4 * (orient - np.float32(np.deg2rad(LOOK_AZIMUTH[p])))) for p in PASS_NAMES]
-    nesz = np.float32(10 ** (NESZ_DB / 10))
-    out = np.empty((4, 2, 2, r1 - r0, land.width), np.float32)
+    out = np.empty((4, 2, 2, h, land.width), np.float32)
+    if any_town:
+        ti = np.nonzero(town)
+        t_bf, t_st = bf[ti], st[ti]
+        t_builtpx = is_built[ti]
+        t_udb = land.urban_db[sl][ti] + 2.5 * tsmall[ti] * k_small
+        t_card = [np.float32(2.5) * np.cos(4 * (orient[ti] - np.float32(np.deg2rad(LOOK_AZIMUTH[p])))) for p in PASS_NAMES]
+    if any_bank:
+        bi = np.nonzero(bank)
+        b_fw = fw[bi]
+    if any_flood:
+        fi = np.nonzero(flood)
+        f_fr = flood[fi]
+    soil = [land.soil[si].rows(r0, r1) * soil_k if land.soil else None for si in range(4)]
     for pi in range(2):
         expo = COS_EXPONENT[var, pi]
-        fac_dry = [cos_l[d] ** expo * area[d] for d in range(2)]
-        if flood.any():
-            expo_w = np.where(flood, COS_EXPONENT[WATER, pi], expo)
-            fac_wet = [cos_l[d] ** expo_w * area[d] for d in range(2)]
-        else:
-            fac_wet = fac_dry
-        urb_lin = None
-        if mixed.any():  # scattered buildings in other classes: linear mixture with built-up sigma0
-            urb_lin = [(10 ** ((SIGMA0_REF_DB[BUILT, 0, pi] + card[d] + 2.5 * tsmall) / 10)).astype(np.float32)
-                       for d in range(2)]
-        card_b = [np.where(is_built, card[d], np.float32(0)) for d in range(2)] if is_built.any() else None
+        fac = [cos_l[d] ** expo * area[d] for d in range(2)]
+        fac_w = [cos_l[d] ** COS_EXPONENT[WATER, pi] * area[d] for d in range(2)] if (any_flood or any_bank) else None
         for si in range(4):
-            ref = SIGMA0_REF_DB[var, si, pi]
-            if is_crop.any():
-                ref = np.where(is_crop, land.parcel_sigma[parcel, si, pi], ref)
-            if si < 2 and flood.any():
-                ref = np.where(flood, SIGMA0_REF_DB[WATER, si, pi], ref)
-            ref_db = ref + tex
+            ref = table[var, si, pi]
+            if any_field:
+                ref = np.where(in_field, land.parcel_sigma[parcel, si, pi], ref)
+            ref = ref + tex
+            if soil[si] is not None:
+                ref += soil[si] * np.float32(1.0 if pi == 0 else 0.7)
+            lin = _db2lin(ref)
+            lin_w = _db2lin(table[WATER, si, pi])
             for d in range(2):
-                db = ref_db + card_b[d] if card_b is not None else ref_db
-                lin = (10 ** (db / 10)).astype(np.float32)
-                if urb_lin is not None:
-                    lin = np.where(mixed, (1 - bf) * lin + bf * urb_lin[d], lin)
-                out[si, pi, d] = lin * (fac_wet[d] if si < 2 else fac_dry[d]) + nesz
+                o = out[si, pi, d]
+                np.multiply(lin, fac[d], out=o)
+                if any_town:
+                    # a settlement pixel: buildings (roofs, walls: double bounce), streets and the pixel's own
+                    # class (gardens: grass in built-up pixels) in proportion to their areas
+                    tf = fac[d][ti]
+                    garden = np.where(t_builtpx, _db2lin(table[GRASS, si, pi]) * tf, o[ti])
+                    bld = _db2lin(table[BUILT, si, pi] + t_card[d] + t_udb) * (
+                        cos_l[d][ti] ** COS_EXPONENT[BUILT, pi] * area[d][ti])
+                    strt = _db2lin(table[STREET, si, pi]) * (cos_l[d][ti] ** COS_EXPONENT[STREET, pi] * area[d][ti])
+                    o[ti] = t_bf * bld + t_st * strt + np.clip(1 - t_bf - t_st, 0, 1) * garden
+                if any_bank:
+                    o[bi] = (1 - b_fw) * o[bi] + b_fw * (lin_w * fac_w[d][bi])
+                if si < 2 and any_flood:
+                    o[fi] = (1 - f_fr) * o[fi] + f_fr * (lin_w * fac_w[d][fi])
     return out
 
 
@@ -704,13 +1201,47 @@ def gamma_speckle(rng: np.random.Generator, enl: float, shape, exact: bool = Fal
     return z * z * z
 
 
-def seasonal_medians(land: Landscape, r0: int = 0, r1: int | None = None, enl: float = ENL,
-                     keep_acquisitions: bool = False, exact_gamma: bool = False):
+def default_threads() -> int:
+    """Threads the scene uses for rows of pixels: the CPUs this process may use, at most 4."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
+
+
+def _row_chunks(r0: int, r1: int, threads: int, align: int) -> list[tuple[int, int]]:
+    """``[r0, r1)`` cut into about ``threads`` chunks whose inner edges are multiples of ``align``."""
+    n_blocks = -(-(r1 - r0) // align)
+    k = max(1, min(int(threads), n_blocks))
+    edges = sorted({r0, r1, *[min(r1, max(r0, ((r0 + (r1 - r0) * i // k) // align) * align)) for i in range(1, k)]})
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _threaded_rows(fn, r0: int, r1: int, threads: int | None, align: int, axis: int = -2):
+    """``fn(a, b)`` over row chunks of ``[r0, r1)`` in threads (numpy releases the GIL), outputs joined."""
+    chunks = _row_chunks(r0, r1, default_threads() if threads is None else threads, align)
+    if len(chunks) == 1:
+        return fn(r0, r1)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(chunks)) as ex:
+        parts = list(ex.map(lambda c: fn(*c), chunks))
+    if isinstance(parts[0], tuple):
+        return tuple(None if p[0] is None else np.concatenate(p, axis=axis) for p in zip(*parts))
+    return np.concatenate(parts, axis=axis)
+
+
+def seasonal_medians(land: Landscape, r0: int = 0, r1: int | None = None, enl: float | None = None,
+                     keep_acquisitions: bool = False, exact_gamma: bool = False, threads: int | None = None):
     """Speckled acquisitions and their seasonal medians for pixel rows ``r0:r1``.
 
-    Each acquisition is ``clean * wind(water) * Gamma(enl, 1/enl)``; VV and VH of one acquisition share
-    its wind. Speckle is drawn per block of ``SPECKLE_BLOCK_ROWS`` rows from its own seeded stream,
+    Each acquisition is ``clean * wind(water) * Gamma(enl, 1/enl)`` (``enl=None``: the pixel's
+    :attr:`Landscape.enl`); VV and VH of one acquisition share its wind, which acts on the water part
+    of each pixel. Speckle is drawn per block of ``SPECKLE_BLOCK_ROWS`` rows from its own seeded stream,
     so the result does not depend on how the region is cut into strips.
+
+    Rows are computed in ``threads`` threads (default :func:`default_threads`); the result is the same.
 
     Returns:
         ``(median_db, clean_lin, acq_lin)``: ``(4, 2, 2, h, W)`` float32 dB with NaN where no data,
@@ -718,14 +1249,20 @@ def seasonal_medians(land: Landscape, r0: int = 0, r1: int | None = None, enl: f
         (``None`` unless ``keep_acquisitions``).
     """
     r1 = land.height if r1 is None else r1
+    return _threaded_rows(lambda a, b: _seasonal_medians(land, a, b, enl, keep_acquisitions, exact_gamma),
+                          r0, r1, threads, SPECKLE_BLOCK_ROWS)
+
+
+def _seasonal_medians(land: Landscape, r0: int, r1: int, enl, keep_acquisitions: bool, exact_gamma: bool):
+    enl = land.enl if enl is None else float(enl)
     B = SPECKLE_BLOCK_ROWS
     b0, b1 = r0 // B, (r1 - 1) // B + 1
     ra, rb = b0 * B, min(b1 * B, land.height)
     clean = clean_sigma0(land, ra, rb)
     h = rb - ra
     K = land.n_acquisitions
-    water_dry = (land.landcover[ra:rb] == WATER).astype(np.float32)
-    water = np.maximum(water_dry, land.flood_open[ra:rb].astype(np.float32))  # flooded in winter/spring
+    water_dry = land.water_frac[ra:rb]
+    water = np.maximum(water_dry, land.flood_open[ra:rb])  # flooded in winter/spring
     e, n = land.ground_coords(ra, rb)
     ext = np.float32(max(land.height, land.width) * land.pixel_size)
     med = np.empty_like(clean)
@@ -734,10 +1271,10 @@ def seasonal_medians(land: Landscape, r0: int = 0, r1: int | None = None, enl: f
         for d in range(2):
             wind = []
             for k in range(K):
-                wdb = land.wind_db[si, d, k]
-                if wdb > 0:
+                wdb = float(land.wind_db[si, d, k])
+                if wdb > 0:  # a wind-speed ramp across the region, full in windy acquisitions
                     ang = land.wind_dir[si, d, k]
-                    ramp = 2.0 * (e * np.float32(np.cos(ang)) + n * np.float32(np.sin(ang))) / ext
+                    ramp = 2.0 * min(1.0, wdb / 5.0) * (e * np.float32(np.cos(ang)) + n * np.float32(np.sin(ang))) / ext
                     wind.append((wdb + ramp).astype(np.float32))
                 else:
                     wind.append(None)
@@ -768,29 +1305,40 @@ def seasonal_medians(land: Landscape, r0: int = 0, r1: int | None = None, enl: f
 # --------------------------------------------------------------------------------------------
 # Sentinel-2 monthly RGB
 # --------------------------------------------------------------------------------------------
-def s2_monthly(land: Landscape, r0: int = 0, r1: int | None = None) -> np.ndarray:
+def s2_monthly(land: Landscape, r0: int = 0, r1: int | None = None, threads: int | None = None) -> np.ndarray:
     """Monthly RGB (reflectance-like 0..1) with NaN under clouds, ``(12, 3, h, W)`` float32."""
     r1 = land.height if r1 is None else r1
+    return _threaded_rows(lambda a, b: _s2_monthly(land, a, b), r0, r1, threads, 16)
+
+
+def _s2_monthly(land: Landscape, r0: int, r1: int) -> np.ndarray:
     sl = slice(r0, r1)
     var = land.variant[sl]
-    lc = land.landcover[sl]
-    is_crop = lc == CROP
+    in_field = land.in_field[sl]
     parcel = land.parcel[sl]
-    bf = land.built[sl][None]
+    bf = np.clip(land.built[sl] + land.street[sl], 0, 1)[None]
     tex = 1.0 + 0.08 * land.s2_tex.rows(r0, r1)
     bare_c = np.stack([S2_COLORS[:, 0, ch][var] for ch in range(3)])  # (3, h, W), contiguous
     green_c = np.stack([S2_COLORS[:, 1, ch][var] for ch in range(3)])
     urban_c = S2_COLORS[BUILT, 0][:, None, None]
     water_c = S2_COLORS[WATER, 0][:, None, None]
-    flood = land.flood_open[sl]
+    flood = land.flood_open[sl] >= 0.5
     rape = var == RAPESEED
+    greenness = S2_GREENNESS.copy()  # the region's phenology phase shifts the natural calendars too
+    shift = 3.0 * float(land.style.phenology)
+    if shift:
+        mm = np.arange(12, dtype=np.float32) - np.float32(shift)
+        m0 = np.floor(mm).astype(int)
+        t = mm - m0
+        greenness[SEASONAL] = (1 - t) * S2_GREENNESS[SEASONAL][:, m0 % 12] + t * S2_GREENNESS[SEASONAL][:, (m0 + 1) % 12]
     out = np.empty((12, 3, r1 - r0, land.width), np.float32)
+    any_field = in_field.any()
     for m in range(12):
-        g = S2_GREENNESS[var, m]
-        if is_crop.any():
-            g = np.where(is_crop, land.parcel_green[parcel, m], g)
+        g = greenness[var, m]
+        if any_field:
+            g = np.where(in_field, land.parcel_green[parcel, m], g)
         rgb = bare_c * (1 - g) + green_c * g
-        if m == 3 and rape.any():
+        if m == int(round(3 + shift)) % 12 and rape.any():
             rgb = np.where(rape[None], RAPESEED_FLOWER[:, None, None], rgb)
         if m in (0, 1, 2, 3, 10, 11) and flood.any():
             rgb = np.where(flood[None], water_c, rgb)
@@ -811,8 +1359,8 @@ SCENE_CRS = "EPSG:32630"  # WGS 84 / UTM zone 30N
 
 
 def simulate_scene(height: int, width: int, pixel_size: float = 10.0, seed: int = 0, year: int = 2020,
-                   n_acquisitions: int = 5, enl: float = ENL, keep_acquisitions: bool = False,
-                   exact_gamma: bool = False):
+                   n_acquisitions: int = 5, enl: float | None = None, keep_acquisitions: bool = False,
+                   exact_gamma: bool = False, style: RegionStyle | str | None = None):
     """The simulated region's underlying fields as an ``xarray.Dataset`` (UTM 30N, row 0 = north).
 
     Variables (dims; units):
@@ -820,15 +1368,18 @@ def simulate_scene(height: int, width: int, pixel_size: float = 10.0, seed: int 
         ``incidence`` / ``local_incidence`` (pass, y, x; deg), ``sigma0_clean`` (season, pol, pass,
         y, x; dB before speckle, incl. thermal noise), ``sigma0`` (same; dB seasonal median of
         ``n_acquisitions`` speckled acquisitions, NaN = no data), ``treecover`` (y, x; %),
-        ``biomass`` (y, x; Mg/ha), ``built`` (y, x; fraction 0..1), ``s2rgb`` (month, colour, y, x;
-        0..1, NaN under clouds), and with ``keep_acquisitions`` ``sigma0_acq`` (acquisition, season,
-        pol, pass, y, x; dB). The pixels equal those :func:`sarssl.data.simulate.simulate_region`
-        writes for the same region size, seed and year.
+        ``biomass`` (y, x; Mg/ha), ``built`` (y, x; building cover 0..1), ``water_fraction`` (y, x;
+        river and lake area fraction 0..1), ``s2rgb`` (month, colour, y, x; 0..1, NaN under clouds),
+        and with ``keep_acquisitions`` ``sigma0_acq`` (acquisition, season, pol, pass, y, x; dB).
+        ``enl=None`` uses :func:`effective_enl` of the pixel size; ``style`` overrides the seed's
+        :class:`RegionStyle`. The pixels equal those :func:`sarssl.data.simulate.simulate_region`
+        writes for the same region size, pixel size, seed and year.
     """
     import xarray as xr
     import rioxarray  # noqa: F401  (registers .rio)
 
-    land = build_landscape(height, width, pixel_size, seed, year, n_acquisitions)
+    land = build_landscape(height, width, pixel_size, seed, year, n_acquisitions, style=style)
+    enl = land.enl if enl is None else float(enl)
     med, clean, acq = seasonal_medians(land, enl=enl, keep_acquisitions=keep_acquisitions, exact_gamma=exact_gamma)
     th_e, th_l, _ = incidence_angles(land)
     s2 = s2_monthly(land)
@@ -845,7 +1396,8 @@ def simulate_scene(height: int, width: int, pixel_size: float = 10.0, seed: int 
         "sigma0": (s1dims, med, {"units": "dB", "long_name": "seasonal median of speckled sigma0"}),
         "treecover": (("y", "x"), land.treecover, {"units": "%"}),
         "biomass": (("y", "x"), land.biomass, {"units": "Mg/ha"}),
-        "built": (("y", "x"), land.built, {"units": "1", "long_name": "built-up fraction"}),
+        "built": (("y", "x"), land.built, {"units": "1", "long_name": "building cover fraction"}),
+        "water_fraction": (("y", "x"), land.water_frac, {"units": "1", "long_name": "water area fraction"}),
         "s2rgb": (("month", "colour", "y", "x"), s2, {"long_name": "Sentinel-2 monthly RGB, NaN = cloud"}),
     }
     if keep_acquisitions:
@@ -856,6 +1408,7 @@ def simulate_scene(height: int, width: int, pixel_size: float = 10.0, seed: int 
                 "month": [f"{m:02d}" for m in range(1, 13)], "colour": ["red", "green", "blue"]},
         attrs={"seed": int(seed), "year": int(year), "pixel_size": float(pixel_size), "enl": float(enl),
                "n_acquisitions": int(n_acquisitions), "theta0_asc": land.theta0["asc"],
-               "theta0_des": land.theta0["des"]},
+               "theta0_des": land.theta0["des"], "style": land.style.name,
+               "wind_events": [f"{SEASON_NAMES[s]}_{PASS_NAMES[p]}" for s, p in zip(*np.nonzero(land.wind_event))]},
     )
     return ds.rio.write_crs(SCENE_CRS)

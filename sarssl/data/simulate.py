@@ -5,8 +5,9 @@ class-dependent VV/VH backscatter with seasonal dynamics, incidence and terrain 
 speckle and seasonal medians, and every label product from the same landscape), cuts it into a
 grid of chips and writes, under ``<out_dir>/<aoi>/``:
 
-- ``<aoi>_partitions_aschips_<hash>_splits_60bands_angle<XX>_60-20-20.csv`` (``identifier,split``,
-  the study's 60 geographic stripes repeating train, train, train, test, val);
+- ``<aoi>_partitions_aschips_<hash>_splits_<n>bands_angle<XX>_60-20-20.csv`` (``identifier,split``,
+  the study's geographic stripes repeating train, train, train, test, val; ``<n>`` follows from the
+  region's extent so each stripe is at least 3 chips wide, :func:`sarssl.data.layout.stripe_count`);
 - ``<aoi>_partitions_aschips_<hash>.geojson`` (chip polygons in UTM 30N, property ``identifier``);
 - ``<aoi>_partitions_aschips_<hash>/<product>/<identifier>.tif``, one GeoTIFF per chip and product
   (storage formats of :mod:`sarssl.data.products`; coarse products on per-chip grids of
@@ -14,7 +15,10 @@ grid of chips and writes, under ``<out_dir>/<aoi>/``:
 - ``simulation.json``: the parameters, the class shares and the scene's incidence / no-data set-up.
 
 ``<hash>`` is a short hash of the parameters; the stripe angle (10..80 deg) derives from the seed.
-Same parameters, same files. The whole region is held in memory (about 150 bytes per pixel at peak).
+Same parameters, same files. ``pixel_size`` sets the chip footprint (``chip_size * pixel_size``; the
+profiles keep the study's 4.48 km) and the physics that depends on it (:mod:`sarssl.data.scene`);
+the region style (incidence range, phenology, soil moisture, class mix) follows from the seed.
+The whole region is held in memory (about 200 bytes per pixel at peak).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from sarssl.data import scene as sc
-from sarssl.data.layout import AOILayout, SPLITS, stripe_splits
+from sarssl.data.layout import AOILayout, SPLITS, stripe_count, stripe_splits
 from sarssl.data.products import (
     BIOMASS_BANDS, GHS_NODATA, LCCI_NODATA, MODIS_FILL, PRODUCT_FAMILIES, S1GRD_BANDS, S2RGB_BANDS,
     WORLDCOVER_CODES, WORLDCOVER_NAMES, encode_modis_treecover, encode_s1, encode_worldcover,
@@ -39,15 +43,16 @@ from sarssl.data.products import (
 from sarssl.data.scene import SCENE_CRS, simulate_scene  # noqa: F401  (re-exported)
 from sarssl.errors import UserError
 
-__all__ = ["simulate_region", "simulate_scene", "region_products", "chip_grid_shape", "split_angle", "params_hash"]
+__all__ = ["simulate_region", "simulate_scene", "region_products", "chip_grid_shape", "split_angle", "params_hash",
+           "simulated_stripe_count"]
 
-SIMULATOR_VERSION = "1"
+SIMULATOR_VERSION = "2"
 _AOI_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")
 
 #: WorldCover index -> plausible ESA CCI LCCS code for a 300 m cell dominated by that class
 _LCCI_OF_VARIANT = {
     sc.TREE: 60, sc.CONIFER: 70, sc.SHRUB: 120, sc.GRASS: 130, sc.CROP: 10, sc.BUILT: 190, sc.BARE: 200,
-    sc.SNOW: 220, sc.WATER: 210, sc.WETLAND: 180, sc.MANGROVE: 170, sc.MOSS: 140,
+    sc.SNOW: 220, sc.WATER: 210, sc.WETLAND: 180, sc.MANGROVE: 170, sc.MOSS: 140, sc.PASTURE: 130,
 }
 
 
@@ -66,6 +71,19 @@ def chip_grid_shape(n_chips: int) -> tuple[int, int]:
 def split_angle(seed: int) -> int:
     """Stripe angle in degrees (10..80) used for the split file of a region simulated with ``seed``."""
     return 10 + (int(seed) * 37) % 71
+
+
+def _chip_centres(n_chips: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chip centres of the grid in chip units (x east, y north), row-major as the chips are written."""
+    _, cols = chip_grid_shape(n_chips)
+    r, c = np.divmod(np.arange(n_chips), cols)
+    return c + 0.5, -(r + 0.5)
+
+
+def simulated_stripe_count(n_chips: int, seed: int) -> int:
+    """Stripes of a simulated region's split file (:func:`sarssl.data.layout.stripe_count` of its chip grid)."""
+    x, y = _chip_centres(n_chips)
+    return stripe_count(x, y, split_angle(seed), chip_extent=1.0)
 
 
 def params_hash(params: dict) -> str:
@@ -128,7 +146,7 @@ def _label_products(land: sc.Landscape, rows: int, cols: int, cs: int, year: int
         lut[v] = code
     codes = lut[best]
     veg = np.zeros_like(top)
-    for v in (sc.TREE, sc.CONIFER, sc.SHRUB, sc.GRASS):
+    for v in (sc.TREE, sc.CONIFER, sc.SHRUB, sc.GRASS, sc.PASTURE):
         if v in present:
             veg += frac[present.index(v)]
     codes[(best == sc.CROP) & (top < 0.5) & (veg >= 0.3)] = 30  # mosaic cropland / natural vegetation
@@ -184,9 +202,10 @@ def simulate_region(out_dir, aoi: str = "sim-a", n_chips: int = 64, chip_size: i
 
     t0 = time.perf_counter()
     params = {"aoi": aoi, "n_chips": n_chips, "chip_size": cs, "pixel_size": px, "seed": seed, "year": year,
-              "n_acquisitions": int(n_acquisitions), "enl": sc.ENL, "version": SIMULATOR_VERSION}
+              "n_acquisitions": int(n_acquisitions), "enl": sc.effective_enl(px), "version": SIMULATOR_VERSION}
     root = Path(out_dir)
-    final = AOILayout(root=root, aoi=aoi, chips_hash=params_hash(params), angle=split_angle(seed))
+    final = AOILayout(root=root, aoi=aoi, chips_hash=params_hash(params), angle=split_angle(seed),
+                      n_stripes=simulated_stripe_count(n_chips, seed))
     target = final.aoi_dir
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{str(target)!r} exists and is not a folder: remove it or choose another AOI name")
@@ -198,7 +217,8 @@ def simulate_region(out_dir, aoi: str = "sim-a", n_chips: int = 64, chip_size: i
     # everything is written into a hidden folder beside the target and moved into place at the end, so an
     # interrupted or failed run leaves no half-written AOI (and a retry just works)
     tmp_root = root / f"{_PARTIAL_PREFIX.format(aoi=aoi)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    layout = AOILayout(root=tmp_root, aoi=aoi, chips_hash=final.chips_hash, angle=final.angle)
+    layout = AOILayout(root=tmp_root, aoi=aoi, chips_hash=final.chips_hash, angle=final.angle,
+                       n_stripes=final.n_stripes)
     try:
         t_scene, t_write = _write_aoi(layout, aoi, n_chips, cs, px, seed, year, n_acquisitions, compress,
                                       progress, params, t0)
@@ -271,11 +291,12 @@ def _write_aoi(layout: AOILayout, aoi, n_chips, cs, px, seed, year, n_acquisitio
     chip_rc = np.asarray(chip_rc)
     xmin = land.x0 + chip_rc[:, 1] * ext
     ymax = land.y0 - chip_rc[:, 0] * ext
-    splits = stripe_splits(xmin + ext / 2, ymax - ext / 2, layout.angle)
+    splits = stripe_splits(xmin + ext / 2, ymax - ext / 2, layout.angle, layout.n_stripes)
 
     # static label products on the 10 m grid, and the coarse ones per chip
     wc_codes = encode_worldcover(land.landcover.astype(np.int64))
-    ghs = np.clip(np.rint(land.built * px * px), 0, GHS_NODATA - 1).astype(np.uint16)
+    # built-up surface per 100 m^2 of ground (m^2 per 10 m cell, as the product stores it, at any pixel size)
+    ghs = np.clip(np.rint(land.built * 100.0), 0, 100).astype(np.uint16)
     coarse = _label_products(land, rows, cols, cs, year)
     t_scene = time.perf_counter() - t0
     t_write = 0.0
@@ -363,6 +384,10 @@ def _write_aoi(layout: AOILayout, aoi, n_chips, cs, px, seed, year, n_acquisitio
                          for i in range(len(WORLDCOVER_CODES)) if counts[i] > 0},
         "target_class_shares": {WORLDCOVER_NAMES[k]: round(v, 4) for k, v in land.shares.items()},
         "split_counts": {s: int((splits == s).sum()) for s in SPLITS},
+        "region_style": land.style.name, "phenology_seasons": land.style.phenology,
+        "soil_moisture_db": land.style.soil_db, "speckle_enl": land.enl, "chip_extent_m": ext,
+        "stripes": layout.n_stripes,
+        "wind_events": [f"{sc.SEASON_NAMES[s]}_{sc.PASS_NAMES[p]}" for s, p in zip(*np.nonzero(land.wind_event))],
         "incidence_deg_at_centre": land.theta0, "look_azimuth_deg": sc.LOOK_AZIMUTH,
         "nodata_areas": land.nodata, "chips_with_s1_nodata": int(s1_nodata_chips),
     }

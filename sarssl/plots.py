@@ -14,8 +14,11 @@ from matplotlib.patches import Patch, Polygon
 from matplotlib.ticker import NullFormatter
 
 from sarssl.data.products import IGNORE_INDEX, INPUT_CHANNELS, WORLDCOVER_COLORS, WORLDCOVER_NAMES
+from sarssl.preprocess.plots import OKABE_ITO, categorical_color
 
-SPLIT_COLORS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
+# Categorical colours come from the colour-blind-safe Okabe-Ito palette; WorldCover maps keep the
+# product's official legend colours (WORLDCOVER_COLORS).
+SPLIT_COLORS = {"train": OKABE_ITO[0], "val": OKABE_ITO[1], "test": OKABE_ITO[2]}
 
 
 def worldcover_cmap() -> tuple[ListedColormap, BoundaryNorm]:
@@ -138,7 +141,7 @@ def plot_gallery(rows: Sequence[Mapping[str, np.ndarray]], columns: Mapping[str,
 # --------------------------------------------------------------------------------------------
 # Fine-tuning: label-efficiency curves, per-class IoU, predictions next to the ground truth
 # --------------------------------------------------------------------------------------------
-METHOD_COLORS = {"scratch": "#7f7f7f", "mae": "#1f77b4", "dino": "#d62728"}
+METHOD_COLORS = {"scratch": "#7f7f7f", "mae": OKABE_ITO[0], "dino": OKABE_ITO[3]}  # grey, blue, vermillion
 METRIC_LABELS = {"rmse": "RMSE", "mae": "MAE", "r2": "R$^2$", "miou": "mIoU", "accuracy": "overall accuracy"}
 
 
@@ -160,7 +163,7 @@ def plot_label_efficiency(df, metric: str, task: str | None = None, region: str 
     fig = ax.figure
     for i, (method, g) in enumerate(d.groupby("method", sort=False)):
         s = g.groupby("n_tiles")[metric].agg(["mean", "std", "min", "max", "count"]).sort_index()
-        color = METHOD_COLORS.get(str(method), f"C{i}")
+        color = METHOD_COLORS.get(str(method), categorical_color(i))
         x = s.index.to_numpy(dtype=float)
         ax.plot(x, s["mean"], marker="o", color=color, label=f"{method} ({int(s['count'].max())} seeds)")
         lo, hi = ((s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0)) if spread == "std"
@@ -217,7 +220,7 @@ def plot_per_class_iou(df, task: str = "landcover", limit_pct: float | None = No
         mean = [g[c].mean() for _, c in cols]
         std = [g[c].std() if len(g) > 1 else 0.0 for _, c in cols]
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
-               color=METHOD_COLORS.get(str(m), f"C{i}"), label=str(m))
+               color=METHOD_COLORS.get(str(m), categorical_color(i)), label=str(m))
     ax.set_xticks(x)
     ax.set_xticklabels([n for n, _ in cols], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("IoU")

@@ -10,11 +10,23 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import to_rgb
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 from scipy import stats
 
 from sarssl.data.products import SEASONS
 from sarssl.errors import UserError
+
+#: Okabe & Ito's colour-blind-safe palette for categorical lines, bars and markers (blue, orange,
+#: bluish green, vermillion, reddish purple, sky blue, yellow, black), in the order to use them.
+#: :mod:`sarssl.plots` uses it too; WorldCover maps keep the product's official legend colours.
+OKABE_ITO: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+                              "#000000")
+
+
+def categorical_color(i: int) -> str:
+    """The ``i``-th colour of :data:`OKABE_ITO` (cycling), for the ``i``-th category of a figure."""
+    return OKABE_ITO[i % len(OKABE_ITO)]
 
 #: (title, formula / detail, sarssl function) of each step from raw DN to the 12-channel tensor.
 PIPELINE_STEPS: tuple[tuple[str, str, str], ...] = (
@@ -102,7 +114,7 @@ def plot_power_histograms(vv_db, vh_db, bins: int = 80):
     vh = np.asarray(vh_db, dtype=np.float64).ravel()
     vv, vh = vv[np.isfinite(vv)], vh[np.isfinite(vh)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for data, name, colour in ((vv, "VV", "C0"), (vh, "VH", "C1")):
+    for data, name, colour in ((vv, "VV", OKABE_ITO[0]), (vh, "VH", OKABE_ITO[1])):
         lin = 10 ** (data / 10)
         axes[0].hist(lin, bins=np.linspace(0, np.percentile(lin, 99.5), bins), alpha=0.6, color=colour, label=name)
         axes[1].hist(data, bins=bins, alpha=0.6, color=colour, label=name)
@@ -124,11 +136,12 @@ def plot_gamma_fit(fit: Mapping, nominal_looks: float | None = None, bins: int =
     x = np.linspace(1e-3, max(3.5, np.percentile(v, 99.8)), 400)
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.hist(v, bins=bins, density=True, color="0.75", label=f"I / mean, n = {fit['n']}")
-    ax.plot(x, stats.gamma.pdf(x, fit["shape"], scale=fit["scale"]), "C3", lw=2,
+    ax.plot(x, stats.gamma.pdf(x, fit["shape"], scale=fit["scale"]), color=OKABE_ITO[3], lw=2,
             label=f"Gamma fit, L = {fit['shape']:.1f}")
     ax.plot(x, stats.expon.pdf(x), "k:", label="1 look (exponential)")
     if nominal_looks:
-        ax.plot(x, stats.gamma.pdf(x, nominal_looks, scale=1 / nominal_looks), "C0--", label=f"L = {nominal_looks}")
+        ax.plot(x, stats.gamma.pdf(x, nominal_looks, scale=1 / nominal_looks), "--", color=OKABE_ITO[0],
+                label=f"L = {nominal_looks}")
     ax.set_xlabel("normalised intensity I / ⟨I⟩")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
@@ -178,12 +191,13 @@ def plot_class_time_series(stack_db, landcover, class_names: Mapping[int, str], 
             series = np.nanmean(vals[:, j][:, m], axis=1)
             for p, marker in (("asc", "o"), ("des", "x")):
                 sel = passes == p
-                ax.plot(times[sel], series[sel], marker, ms=3, color=f"C{k}", label=name if p == "asc" else None)
+                ax.plot(times[sel], series[sel], marker, ms=3, color=categorical_color(k),
+                        label=name if p == "asc" else None)
         if year is not None:
             edges = np.array([f"{year - 1}-12-01", f"{year}-03-01", f"{year}-06-01", f"{year}-09-01",
                               f"{year}-12-01"], dtype="datetime64[ns]")
             for s in range(4):
-                ax.axvspan(edges[s], edges[s + 1], color=f"C{s}", alpha=0.06 if s % 2 else 0.12, lw=0)
+                ax.axvspan(edges[s], edges[s + 1], color="0.5", alpha=0.05 if s % 2 else 0.15, lw=0)
                 ax.text(edges[s] + (edges[s + 1] - edges[s]) / 2, 1.01, SEASONS[s], transform=ax.get_xaxis_transform(),
                         ha="center", fontsize=8)
         ax.set_ylabel(f"σ0 {band.upper()} [dB]")
@@ -213,9 +227,9 @@ def plot_terrain(dem, local_incidence, sigma0_db, gamma0_db, mask, look_azimuth:
         fig.colorbar(im, ax=ax, shrink=0.75)
     m = np.asarray(mask)
     rgb = np.ones(m.shape + (3,))
-    rgb[(m & LAYOVER) > 0] = (0.85, 0.2, 0.2)
-    rgb[(m & SHADOW) > 0] = (0.2, 0.2, 0.75)
-    rgb[(m & LAYOVER) & (m & SHADOW) > 0] = (0.5, 0.1, 0.5)
+    rgb[(m & LAYOVER) > 0] = to_rgb(OKABE_ITO[3])  # vermillion
+    rgb[(m & SHADOW) > 0] = to_rgb(OKABE_ITO[0])  # blue
+    rgb[(m & LAYOVER) & (m & SHADOW) > 0] = to_rgb(OKABE_ITO[4])  # reddish purple
     axes[4].imshow(rgb, interpolation="nearest")
     axes[4].set_title(f"layover (red) {100 * np.mean((m & LAYOVER) > 0):.1f}% · "
                       f"shadow (blue) {100 * np.mean((m & SHADOW) > 0):.1f}%", fontsize=9)

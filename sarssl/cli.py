@@ -16,6 +16,8 @@
 A user error (missing folder, unknown product, bad number: :class:`sarssl.errors.UserError`, and a
 missing or already existing path) prints one line and exits with status 2; ``--debug`` shows the traceback
 instead. Any other exception is unexpected: its traceback is printed, followed by a one-line hint.
+Training stopped by SIGTERM or Ctrl-C writes a checkpoint first, prints where it is and exits with
+128 + the signal number (143, 130); the same command resumes.
 """
 
 from __future__ import annotations
@@ -393,9 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())  # always one line
         print(f"sarssl {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"sarssl {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # TrainingInterrupted (SIGTERM/SIGINT in training) says where its checkpoint is
+        print(f"sarssl {args.command}: {str(err) or 'interrupted'}", file=sys.stderr)
+        return int(getattr(err, "exit_code", 130))
     except Exception:  # noqa: BLE001 - unexpected: keep the traceback, add the hint
         if args.debug:
             raise

@@ -140,7 +140,9 @@ def find_run_normalization(run_dir, run: dict | None = None):
 
     In order: a ``normalization.json`` in the run folder; the workspace cache file fitted for the run's
     data (``<workspace>/norm/norm_<hash>.json``, keyed by the data root, AOIs, S1 product, channels, tile
-    count and seed saved in ``run.json``); a cached file whose key matches all but the tile count; else
+    count and seed saved in ``run.json`` and the data's content,
+    :func:`sarssl.data.datasets.normalization_key`); a cached file whose key matches the root, AOIs, product,
+    channels and seed; else
     the fit repeated on the run's data (deterministic: the same train tiles, the same statistics) when
     the data folder still exists. Raises ``FileNotFoundError`` saying to pass ``--normalization``.
     """
@@ -164,8 +166,10 @@ def find_run_normalization(run_dir, run: dict | None = None):
     base = {"root": str(Path(data_root).resolve()), "aois": sorted(aois), "product": product,
             "channels": list(INPUT_CHANNELS), "seed": seed}
     folder = default_cache_root() / "norm"
-    if tiles is not None:
-        key = {**base, "norm_tiles": tiles}
+    if tiles is not None and Path(data_root).is_dir():  # the key holds the data's content (split files, chip stats)
+        from sarssl.data.datasets import normalization_key
+
+        key = normalization_key((data_root, aois), product, INPUT_CHANNELS, tiles, seed)
         path = folder / f"norm_{norm_key_hash(key)}.json"
         if path.is_file():
             norm = Normalization.load(path)
@@ -177,7 +181,7 @@ def find_run_normalization(run_dir, run: dict | None = None):
             norm = Normalization.load(path)
         except Exception:  # noqa: BLE001 - unrelated or damaged cache files are not ours to judge
             continue
-        if {k: v for k, v in (norm.key or {}).items() if k != "norm_tiles"} == json.loads(json.dumps(base)):
+        if {k: (norm.key or {}).get(k) for k in base} == json.loads(json.dumps(base)):
             matches.append(norm)
     if len(matches) == 1:
         return matches[0]
@@ -417,7 +421,7 @@ def push_to_hub(folder, repo_id: str, token: str | None = None, private: bool = 
     """Upload an exported model folder to the Hub model repository ``repo_id`` (created if needed).
 
     The token comes from ``token``, ``$HF_TOKEN`` or the one ``huggingface-cli login`` stored; with none, a
-    ``ValueError`` says so in one line. Returns the repository URL.
+    :class:`~sarssl.errors.UserError` says so in one line. Returns the repository URL.
     """
     folder = Path(folder)
     missing = [f for f in MODEL_FILES if not (folder / f).is_file()]

@@ -29,6 +29,8 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
+from sarssl.errors import UserError
+
 PROFILE_NAMES = ("smoke", "cpu", "gpu", "paper")
 #: Methods with a section in every profile (and in :class:`RunConfig`).
 METHODS = ("mae", "dino", "finetune")
@@ -145,7 +147,7 @@ class DINOConfig:
     betas: tuple[float, float] = knob((0.9, 0.999), "AdamW betas")
     clip_grad: float | None = knob(3.0, "gradient clipping norm (None: no clipping)")
     clip_mode: str = knob("per_param", "global (one norm over all gradients) | per_param (each tensor on its own)")
-    checkpoint_every: int = knob(0, "optimiser steps between checkpoints (0: at the end only)")
+    checkpoint_every: int | None = knob(None, "optimiser steps between checkpoints (None: each epoch; 0: at the end)")
     log_every: int | None = knob(None, "optimiser steps between logged rows (None: about 4 per epoch, at most 10)")
     tensorboard: bool = knob(True, "write TensorBoard logs under tb/")
     knn_k: int = knob(20, "neighbours of the epoch-end k-NN land-cover monitor")
@@ -271,7 +273,7 @@ def resolve_profile_name(name: str = "auto") -> str:
 
         return "gpu" if torch.cuda.is_available() else "cpu"
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}: expected 'auto' or one of {', '.join(PROFILE_NAMES)}")
+        raise UserError(f"unknown profile {name!r}: expected 'auto' or one of {', '.join(PROFILE_NAMES)}")
     return name
 
 
@@ -316,7 +318,7 @@ def knobs(method: str) -> list[Knob]:
 
 def _check_method(method: str) -> None:
     if method not in METHOD_SECTIONS:
-        raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHOD_SECTIONS)}")
+        raise UserError(f"unknown method {method!r}: expected one of {', '.join(METHOD_SECTIONS)}")
 
 
 def _coerce(tp: Any, value: Any) -> Any:
@@ -339,7 +341,7 @@ def _section_from_dict(cls: type, values: dict, where: str):
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown} for {cls.__name__}; valid: {sorted(names)}")
+        raise UserError(f"{where}: unknown field(s) {unknown} for {cls.__name__}; valid: {sorted(names)}")
     hints = typing.get_type_hints(cls)
     return cls(**{k: _coerce(hints[k], v) for k, v in values.items()})
 
@@ -402,7 +404,7 @@ class RunConfig:
         unknown = sorted(set(values) - expected)
         missing = sorted(expected - set(values))
         if unknown or missing:
-            raise ValueError(f"RunConfig.from_dict: unknown keys {unknown}, missing keys {missing}")
+            raise UserError(f"RunConfig.from_dict: unknown keys {unknown}, missing keys {missing}")
         return cls(method=method, profile=values["profile"], device=values["device"],
                    model=_section_from_dict(ModelConfig, values["model"], "model"),
                    data=_section_from_dict(DataConfig, values["data"], "data"),
@@ -423,7 +425,7 @@ class RunConfig:
             k = by_name.get(key)
             if k is None:
                 kind = "fine-tuning" if self.method == "finetune" else "pretraining"
-                raise ValueError(f"unknown {kind} override {key!r} for {self.method}: expected one of "
+                raise UserError(f"unknown {kind} override {key!r} for {self.method}: expected one of "
                                  f"{', '.join(sorted(by_name) + ['device'])}")
             changes.setdefault(k.section, {})[key] = _coerce(k.type, value)
         section = "method_config"
@@ -444,7 +446,7 @@ class RunConfig:
         if isinstance(m, MAEConfig):
             decode = m.decode if m.decode is not None else ("batch" if self.data.decode_on_device else "sample")
             if decode not in ("sample", "batch"):
-                raise ValueError(f"MAE decode must be 'sample' or 'batch', got {decode!r}")
+                raise UserError(f"MAE decode must be 'sample' or 'batch', got {decode!r}")
             fill["decode"] = decode
         return replace(self, method_config=replace(m, **fill)) if fill else self
 

@@ -67,7 +67,11 @@ def test_values_that_builders_used_to_hard_code():
 
 
 def test_train_configs_of_the_cpu_book_are_unchanged():
-    """The engine configurations the builders make for the cpu profile, written out by hand."""
+    """The engine configurations the builders make for the cpu profile, written out by hand.
+
+    ``checkpoint_every=None``: a checkpoint at each epoch's end (the engine counts the steps); MAE's was
+    ``steps per epoch`` (5), the same steps here, and DINO's was 0 (only at the end): a cadence, never a number.
+    """
     from sarssl.train.dino_setup import dino_train_config
     from sarssl.train.engine import TrainConfig
     from sarssl.train.finetune import finetune_train_config
@@ -75,11 +79,11 @@ def test_train_configs_of_the_cpu_book_are_unchanged():
 
     assert mae_train_config(train_config("mae", "cpu"), 360, "out", seed=0, progress=False) == TrainConfig(
         epochs=30, batch_size=64, base_lr=1e-3, min_lr=0.0, warmup_epochs=2.0, weight_decay=0.05, betas=(0.9, 0.95),
-        num_workers=2, device="cpu", seed=0, out_dir="out", checkpoint_every=5, log_every=5, progress=False)
+        num_workers=2, device="cpu", seed=0, out_dir="out", checkpoint_every=None, log_every=5, progress=False)
     assert dino_train_config(train_config("dino", "cpu"), 360, "out", seed=0, progress=False) == TrainConfig(
         epochs=5, batch_size=32, base_lr=4e-3, min_lr=1e-6, warmup_epochs=1.0, weight_decay=0.04,
         weight_decay_end=0.4, betas=(0.9, 0.999), clip_grad=3.0, clip_mode="per_param", num_workers=2,
-        device="cpu", out_dir="out", seed=0, log_every=2, progress=False)
+        device="cpu", out_dir="out", seed=0, log_every=2, progress=False, checkpoint_every=None)
     prof = get_profile("cpu")
     assert finetune_train_config(prof, 20, "linear", seed=1) == TrainConfig(
         epochs=50, batch_size=20, base_lr=1e-3, lr=3e-3, warmup_epochs=1.0, weight_decay=1e-4, betas=(0.9, 0.999),

@@ -9,6 +9,13 @@ The arrays hold the same compact values :func:`sarssl.data.m3leo.read_record` re
 uint8 codes, labels as storage codes on the chip grid), so a sample decoded from the cache is
 identical to one decoded from the GeoTIFFs, and a 64 px chip with all products is ~120 kB.
 ``index.json`` is written last: a build that was interrupted is rebuilt, never half-read.
+
+The key (:func:`cache_key`) is the data's content, not its folder: the AOI, its split file
+(:func:`sarssl.data.fingerprint.split_digest`), the size and modification time of every chip file of the
+products read (:func:`~sarssl.data.fingerprint.chip_files_digest`, ``stat`` calls only), the product list,
+the MODIS year, and the cache and decoder versions. A chip rewritten in place (zeroed, repaired) changes
+the key, so the next dataset builds a new cache that sees the change; the index records its key and an
+index whose key differs is never used. Older builds stay on disk until their folder is deleted.
 """
 
 from __future__ import annotations
@@ -20,22 +27,36 @@ from pathlib import Path
 
 import numpy as np
 
+from sarssl.data.fingerprint import DECODER_VERSION, chip_files_digest, split_digest
 from sarssl.data.layout import AOILayout
-from sarssl.data.m3leo import read_record
+from sarssl.data.m3leo import read_record, read_splits
+from sarssl.data.products import INPUT_CHANNELS
+from sarssl.errors import UserError
 
-__all__ = ["PackedCache", "cache_path", "build_cache", "open_cache"]
+__all__ = ["PackedCache", "cache_key", "cache_path", "build_cache", "open_cache", "CACHE_VERSION"]
 
-CACHE_VERSION = 1
-
-
-def _key(layout: AOILayout, products, modis_year) -> dict:
-    return {"version": CACHE_VERSION, "root": str(Path(layout.root).resolve()), "aoi": layout.aoi,
-            "stem": layout.stem, "products": list(products), "modis_year": modis_year}
+#: layout of the cache files (2: keyed by content instead of the data folder)
+CACHE_VERSION = 2
 
 
-def cache_path(cache_dir: str | Path, layout: AOILayout, products, modis_year=None) -> Path:
-    """Folder of the cache for ``layout``'s AOI and ``products`` under ``cache_dir``."""
-    h = hashlib.sha1(json.dumps(_key(layout, products, modis_year), sort_keys=True).encode()).hexdigest()[:12]
+def cache_key(layout: AOILayout, products, modis_year=None, channels=INPUT_CHANNELS) -> dict:
+    """The content key of ``layout``'s AOI read as ``products``: split file, chip file sizes and mtimes
+    (every chip the split file lists), products, MODIS year, cache and decoder versions, and the input
+    ``channels`` (the validation recorded in the index depends on them)."""
+    ids = read_splits(layout)["identifier"].tolist()
+    key = {"version": CACHE_VERSION, "decoder": DECODER_VERSION, "aoi": layout.aoi, "stem": layout.stem,
+           "products": list(products), "modis_year": modis_year, "split": split_digest(layout),
+           "chips": chip_files_digest(layout, products, ids)}
+    if tuple(channels) != tuple(INPUT_CHANNELS):
+        key["channels"] = list(channels)
+    return key
+
+
+def cache_path(cache_dir: str | Path, layout: AOILayout, products, modis_year=None, key: dict | None = None) -> Path:
+    """Folder of the cache for ``layout``'s AOI and ``products`` under ``cache_dir`` (``key``: :func:`cache_key`,
+    computed when not given)."""
+    key = cache_key(layout, products, modis_year) if key is None else key
+    h = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return Path(cache_dir) / layout.aoi / h
 
 
@@ -47,7 +68,11 @@ class PackedCache:
         index = self.folder / "index.json"
         if not index.is_file():
             raise FileNotFoundError(f"no packed cache at {str(self.folder)!r} (index.json missing)")
-        self.index = json.loads(index.read_text())
+        try:
+            self.index = json.loads(index.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"packed cache index {str(index)!r} cannot be read ({e}): delete the folder "
+                            f"{str(self.folder)!r} and it is rebuilt") from e
         self.rows: dict[str, int] = self.index["rows"]
         self.keys: list[str] = list(self.index["arrays"])
         self._mm: dict[str, np.ndarray] | None = None
@@ -91,15 +116,25 @@ class PackedCache:
         return set(self.rows) | {i for v in self.skipped.values() for i in v}
 
 
-def open_cache(cache_dir, layout: AOILayout, products, modis_year=None) -> PackedCache | None:
-    """The cache for these products if it was built, else ``None``."""
-    folder = cache_path(cache_dir, layout, products, modis_year)
-    return PackedCache(folder) if (folder / "index.json").is_file() else None
+def open_cache(cache_dir, layout: AOILayout, products, modis_year=None, key: dict | None = None) -> PackedCache | None:
+    """The cache of these products built for the data as it is now (``key``: :func:`cache_key`), else ``None``.
+
+    A cache whose index records another key (a damaged or foreign index) is not used.
+    """
+    key = cache_key(layout, products, modis_year) if key is None else key
+    folder = cache_path(cache_dir, layout, products, modis_year, key)
+    if not (folder / "index.json").is_file():
+        return None
+    try:
+        pc = PackedCache(folder)
+    except UserError:
+        return None  # an unreadable index: rebuilt
+    return pc if pc.index.get("key") == json.loads(json.dumps(key)) else None
 
 
 def build_cache(cache_dir, layout: AOILayout, products, ids, modis_year=None,
                 skipped: dict[str, list[str]] | None = None, progress: bool = True,
-                details: dict[str, str] | None = None) -> PackedCache:
+                details: dict[str, str] | None = None, key: dict | None = None) -> PackedCache:
     """Read ``ids`` (already validated chips) of ``products`` once and pack them into memmapped arrays.
 
     ``skipped`` (reason -> ids) and ``details`` (id -> message) are stored in the index so a later run can reuse the validation.
@@ -108,14 +143,15 @@ def build_cache(cache_dir, layout: AOILayout, products, ids, modis_year=None,
     """
     from tqdm.auto import tqdm
 
-    folder = cache_path(cache_dir, layout, products, modis_year)
+    key = cache_key(layout, products, modis_year) if key is None else key
+    folder = cache_path(cache_dir, layout, products, modis_year, key)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "index.json").unlink(missing_ok=True)
     ids = list(ids)
     skipped = {k: list(v) for k, v in (skipped or {}).items()}
     details = dict(details or {})
     if not ids:
-        raise ValueError(f"build_cache: no chips to cache for AOI {layout.aoi!r}")
+        raise UserError(f"build_cache: no chips to cache for AOI {layout.aoi!r}")
     first = read_record(layout, products, ids[0], modis_year)
     mms = {k: np.lib.format.open_memmap(folder / f"{k}.npy", mode="w+", dtype=v.dtype, shape=(len(ids), *v.shape))
            for k, v in first.items()}
@@ -141,7 +177,7 @@ def build_cache(cache_dir, layout: AOILayout, products, ids, modis_year=None,
     for m in mms.values():
         m.flush()
     del mms
-    index = {"key": _key(layout, products, modis_year), "rows": rows,
+    index = {"key": key, "rows": rows,
              "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in first.items()},
              "n": r, "skipped": skipped, "details": details}
     tmp = folder / "index.json.tmp"

@@ -2,10 +2,18 @@
 
 Each item is the canonical sample dict (see ``M3LEODataset``). Chips are validated eagerly at
 construction (header reads of every product, a pixel read of S1 only): a corrupt file, a wrong
-band count or dtype, a footprint that does not cover the chip, an all-no-data S1 chip or a chip
-missing from one product is skipped with a ``warnings.warn`` naming the file and counted in
-``dataset.skipped``. A file that passes the header check but fails to decode later raises a
-``ValueError`` naming it in ``__getitem__`` (never a silent constant).
+band count or dtype, a footprint that does not cover the chip, an all-no-data S1 chip, a chip whose
+input channels are all no-data (the S1 bands they use hold no valid pixel: descending-only coverage),
+a chip of another size than the AOI's other chips, or a chip missing from one product is skipped with
+a ``warnings.warn`` naming the file and counted in ``dataset.skipped``. A file that passes the header
+check but fails to decode later raises a ``UserError`` (a ``ValueError``) naming it in ``__getitem__`` (never a silent
+constant).
+
+Derived files are keyed by the data's content, not only its folder: the packed cache
+(:func:`sarssl.data.cache.cache_key`) and the normalisation JSON (:func:`normalization_key`: besides the
+root and the fit's settings, the split file, the sizes and mtimes of the train chips' S1 files and the
+decoder version), so a chip rewritten in place or a region re-simulated with another seed is never served
+from an old cache.
 """
 
 from __future__ import annotations
@@ -19,13 +27,15 @@ from torch.utils.data import Dataset
 
 from sarssl import paths
 from sarssl.data import cache as cache_mod
-from sarssl.data.layout import SPLITS, AOILayout, parse_splits
+from sarssl.data.fingerprint import DECODER_VERSION, chip_files_digest, split_digest
+from sarssl.data.layout import SPLITS, AOILayout, check_unique_aois, parse_splits
 from sarssl.data.m3leo import (
     ALL_PRODUCTS,
     GDAL_READ_OPTIONS,
     ChipGrid,
     available_products,
     chip_reading,
+    channel_specs,
     check_header,
     label_fraction_ids,
     nearest_index,
@@ -45,10 +55,15 @@ from sarssl.data.products import (
     product_family,
 )
 from sarssl.data.transforms import Normalization, fit_normalization, load_or_fit, norm_key_hash
+from sarssl.errors import UserError
 
-__all__ = ["M3LEODataset", "validate_chips", "record_to_sample", "decode_record", "default_cache_root", "SKIP_REASONS"]
+__all__ = ["M3LEODataset", "validate_chips", "record_to_sample", "decode_record", "default_cache_root", "SKIP_REASONS",
+           "normalization_key"]
 
-SKIP_REASONS = ("missing", "corrupt", "band_count", "dtype", "footprint", "all_nodata", "read_error", "shape")
+#: why a chip is skipped (``dataset.skipped`` keys); ``input_nodata``: every input channel is no-data
+#: (the S1 bands the channels use hold no valid pixel), ``shape``: another size than the AOI's chips
+SKIP_REASONS = ("missing", "corrupt", "band_count", "dtype", "footprint", "all_nodata", "input_nodata", "read_error",
+                "shape")
 
 _CODES = np.arange(256, dtype=np.uint8)
 _WC_LUT = torch.from_numpy(decode_worldcover(_CODES))
@@ -67,26 +82,57 @@ def default_cache_root() -> Path:
 # Validation
 # --------------------------------------------------------------------------------------------
 def validate_chips(layout: AOILayout, products, ids, progress: bool = True, on_bad: str = "skip",
-                   details: dict | None = None, warn: bool = True):
+                   details: dict | None = None, warn: bool = True, channels=INPUT_CHANNELS,
+                   shapes: dict | None = None):
     """Cheap validation of chips: returns ``(good_ids, skipped)`` with ``skipped`` reason -> ids.
 
     Per chip and product: the file exists (``missing``), opens (``corrupt``), has the expected band
     count (``band_count``) and dtype (``dtype``), its footprint covers the chip grid of the reference
-    product (``footprint``); S1 pixels are read and a chip with no valid S1 pixel is ``all_nodata``.
-    Each bad chip is reported once with ``warnings.warn`` naming the file (``on_bad="raise"`` raises);
-    ``details`` (when given) receives id -> message.
+    product (``footprint``); S1 pixels are read: a chip with no valid S1 pixel is ``all_nodata``, one
+    where none of ``channels`` has a valid pixel (the S1 bands they use are empty, e.g. descending-only
+    coverage for the ascending input channels) is ``input_nodata``. Then the chips' size (the reference
+    product's height and width): the size most chips share is the AOI's, a chip of another size is
+    ``shape``. Each bad chip is reported once with ``warnings.warn`` naming the file
+    (``on_bad="raise"`` raises); ``details`` (when given) receives id -> message, ``shapes`` id -> (H, W)
+    of the chips kept.
     """
     import rasterio
 
     ref = reference_product(products)
     order = [ref] + [p for p in products if p != ref]
-    good, skipped = [], {}
+    pairs = sorted({(a, b) for _, a, b in channel_specs(channels)})
+    good, skipped, sizes = [], {}, {}
     with rasterio.Env(**GDAL_READ_OPTIONS):
-        _validate_loop(layout, order, ids, progress, on_bad, details, warn, good, skipped)
+        _validate_loop(layout, order, ids, progress, on_bad, details, warn, good, skipped, pairs, sizes)
+    if good:
+        from collections import Counter
+
+        size = Counter(sizes[i] for i in good).most_common(1)[0][0]
+        odd = [i for i in good if sizes[i] != size]
+        for ident in odd:
+            h, w = sizes[ident]
+            path = layout.chip_path(ref, ident)
+            _report_bad(layout, ident, "shape", f"{str(path)!r}: the chip is {h}x{w} px, the AOI's other chips "
+                        f"are {size[0]}x{size[1]} px", on_bad, details, warn, skipped)
+        if odd:
+            good[:] = [i for i in good if sizes[i] == size]
+    if shapes is not None:
+        shapes.update({i: sizes[i] for i in good})
     return good, skipped
 
 
-def _validate_loop(layout, order, ids, progress, on_bad, details, warn, good, skipped):
+def _report_bad(layout, ident, reason, detail, on_bad, details, warn, skipped, stacklevel=3):
+    msg = f"M3LEO: skipping chip {ident!r} of AOI {layout.aoi!r} ({reason}): {detail}"
+    if on_bad == "raise":
+        raise UserError(msg)
+    if warn:
+        warnings.warn(msg, stacklevel=stacklevel)
+    if details is not None:
+        details[ident] = msg
+    skipped.setdefault(reason, []).append(ident)
+
+
+def _validate_loop(layout, order, ids, progress, on_bad, details, warn, good, skipped, pairs, sizes):
     import rasterio
     from rasterio.errors import RasterioError
     from tqdm.auto import tqdm
@@ -110,9 +156,16 @@ def _validate_loop(layout, order, ids, progress, on_bad, details, warn, good, sk
                         grid = sgrid
                     else:
                         nearest_index(sgrid, grid, what=str(path))
-                    if product_family(product) == "s1grd" and not src.read().any():
-                        reason, detail = "all_nodata", f"{str(path)!r}: every S1 pixel is no-data (0)"
-                        break
+                    if product_family(product) == "s1grd":
+                        data = src.read()
+                        if not data.any():
+                            reason, detail = "all_nodata", f"{str(path)!r}: every S1 pixel is no-data (0)"
+                            break
+                        if not any(((data[a] != 0) & (data[b] != 0)).any() for a, b in pairs):
+                            reason, detail = "input_nodata", (
+                                f"{str(path)!r}: none of the input channels has a valid pixel (the S1 bands they "
+                                "use are all no-data, e.g. descending-only coverage of ascending channels)")
+                            break
             except ValueError as e:
                 reason, detail = "footprint", str(e)
                 break
@@ -121,15 +174,9 @@ def _validate_loop(layout, order, ids, progress, on_bad, details, warn, good, sk
                 break
         if reason is None:
             good.append(ident)
+            sizes[ident] = (grid.height, grid.width)
             continue
-        msg = f"M3LEO: skipping chip {ident!r} of AOI {layout.aoi!r} ({reason}): {detail}"
-        if on_bad == "raise":
-            raise ValueError(msg)
-        if warn:
-            warnings.warn(msg, stacklevel=2)
-        if details is not None:
-            details[ident] = msg
-        skipped.setdefault(reason, []).append(ident)
+        _report_bad(layout, ident, reason, detail, on_bad, details, warn, skipped, stacklevel=4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,6 +264,33 @@ def _s1_channels_db(rec, specs) -> np.ndarray:
     return np.stack([db[a] - db[b] if q == "vv-vh" else db[a] for q, a, b in specs])
 
 
+def normalization_key(layouts, product: str, channels, norm_tiles: int, seed: int, train_ids=None) -> dict:
+    """The key a fitted normalisation is cached under: what it was fitted on, by content.
+
+    ``layouts``: AOI -> :class:`~sarssl.data.layout.AOILayout` (or ``(root, aois)``). The key holds the data
+    root, the AOIs, the product, the channels, the tile count and the seed, the decoder version and per AOI
+    the split file's digest and the sizes and mtimes of the S1 files of its train chips (``train_ids``:
+    AOI -> ids, default the split file's train chips): a chip rewritten in place or a region re-simulated
+    with another seed gets new statistics.
+    """
+    if isinstance(layouts, tuple):
+        root, aois = layouts
+        aois = [aois] if isinstance(aois, str) else list(aois)
+        layouts = {a: AOILayout.find(root, a) for a in aois}
+    roots = {str(Path(lay.root).resolve()) for lay in layouts.values()}
+    data = {}
+    for aoi in sorted(layouts):
+        layout = layouts[aoi]
+        if train_ids is not None:
+            ids = train_ids[aoi]
+        else:
+            df = read_splits(layout)
+            ids = df.loc[df["split"] == "train", "identifier"].tolist()
+        data[aoi] = {"split": split_digest(layout), "chips": chip_files_digest(layout, [product], ids)}
+    return {"root": roots.pop() if len(roots) == 1 else sorted(roots), "aois": sorted(layouts), "product": product, "channels": list(channels), "norm_tiles": int(norm_tiles),
+            "seed": int(seed), "decoder": DECODER_VERSION, "data": data}
+
+
 # --------------------------------------------------------------------------------------------
 # Dataset
 # --------------------------------------------------------------------------------------------
@@ -255,14 +329,15 @@ class M3LEODataset(Dataset):
                  normalization="fit", norm_tiles: int = 64, channels=INPUT_CHANNELS, cache_dir=None,
                  on_bad: str = "skip", year: int | None = None, progress: bool = True, decode: str = "sample"):
         if on_bad not in ("skip", "raise"):
-            raise ValueError(f"on_bad must be 'skip' or 'raise', got {on_bad!r}")
+            raise UserError(f"on_bad must be 'skip' or 'raise', got {on_bad!r}")
         if decode not in ("sample", "batch"):
-            raise ValueError(f"decode must be 'sample' or 'batch', got {decode!r}")
+            raise UserError(f"decode must be 'sample' or 'batch', got {decode!r}")
         self.decode = decode
         self.root = Path(root)
         self.aois = [aois] if isinstance(aois, str) else list(aois)
         if not self.aois:
-            raise ValueError("aois is empty: expected at least one AOI name")
+            raise UserError("aois is empty: expected at least one AOI name")
+        check_unique_aois(self.aois)
         self.splits = list(SPLITS) if split is None else parse_splits(split)
         self.products, self.ref_product, self.channels, self.specs, self.year = chip_reading(products, channels, year)
         self.seed = seed
@@ -272,6 +347,7 @@ class M3LEODataset(Dataset):
         self.caches: dict[str, cache_mod.PackedCache] = {}
         self.skipped: dict[str, list[str]] = {}
         self._split_ids: dict[str, dict[str, list[str]]] = {}
+        self.aoi_shapes: dict[str, tuple[int, int]] = {}  # AOI -> (H, W) of its chips
 
         selected: list[str] = []
         for aoi in self.aois:
@@ -289,32 +365,46 @@ class M3LEODataset(Dataset):
             for r, v in skipped.items():
                 self.skipped.setdefault(r, []).extend(f"{aoi}/{i}" for i in v)
             selected.extend(f"{aoi}/{i}" for i in good)
+        if len(set(self.aoi_shapes.values())) > 1:
+            sizes = ", ".join(f"{a} {h}x{w} px" for a, (h, w) in self.aoi_shapes.items())
+            raise UserError(f"the AOIs' chips differ in size ({sizes}): one dataset needs chips of one size; "
+                            "use the AOIs in separate datasets")
 
         self.n_selected = len(selected)
         keep = label_fraction_ids(selected, self.limit_pct, seed) if selected else []
         self.items = [tuple(k.split("/", 1)) for k in keep]
         if not self.items:
-            raise ValueError(f"no valid chips for AOIs {self.aois} split {self.splits} under {str(self.root)!r} "
+            raise UserError(f"no valid chips for AOIs {self.aois} split {self.splits} under {str(self.root)!r} "
                              f"(skipped: {self.skip_counts})")
         self.norm = self._resolve_norm(normalization, norm_tiles, seed, progress)
 
     # -- validation and cache -----------------------------------------------------------------
     def _validate(self, aoi, layout, ids, df, on_bad, progress):
         if self.cache_dir is None:
-            return validate_chips(layout, self.products, ids, progress, on_bad)
-        pc = cache_mod.open_cache(self.cache_dir, layout, self.products, self.year)
+            shapes: dict = {}
+            good, skipped = validate_chips(layout, self.products, ids, progress, on_bad, channels=self.channels,
+                                           shapes=shapes)
+            if good:
+                self.aoi_shapes[aoi] = shapes[good[0]]
+            return good, skipped
+        key = cache_mod.cache_key(layout, self.products, self.year, self.channels)
+        pc = cache_mod.open_cache(self.cache_dir, layout, self.products, self.year, key)
         if pc is None or not set(df["identifier"]) <= pc.validated:
             all_ids = sorted(df["identifier"])
             details: dict[str, str] = {}
-            good_all, skipped_all = validate_chips(layout, self.products, all_ids, progress, "skip", details, warn=False)
+            good_all, skipped_all = validate_chips(layout, self.products, all_ids, progress, "skip", details, warn=False,
+                                                   channels=self.channels)
             pc = cache_mod.build_cache(self.cache_dir, layout, self.products, good_all, self.year, skipped_all,
-                                       progress, details)
+                                       progress, details, key)
         self.caches[aoi] = pc
+        arrays = pc.index.get("arrays") or {}
+        if arrays:
+            self.aoi_shapes[aoi] = tuple(next(iter(arrays.values()))["shape"][-2:])
         sel = set(ids)
         skipped = {r: [i for i in v if i in sel] for r, v in pc.skipped.items()}
         skipped = {r: v for r, v in skipped.items() if v}
         if on_bad == "raise" and skipped:
-            raise ValueError(f"M3LEO: bad chips in AOI {aoi!r}: {skipped}")
+            raise UserError(f"M3LEO: bad chips in AOI {aoi!r}: {skipped}")
         # report the selected bad chips (the validation may come from the cache index)
         for r, v in skipped.items():
             for i in v:
@@ -330,20 +420,20 @@ class M3LEODataset(Dataset):
         try:
             return read_record(layout, products or self.products, ident, self.year)
         except Exception as e:
-            raise ValueError(f"M3LEO: failed to read chip {ident!r} of AOI {aoi!r} under "
+            raise UserError(f"M3LEO: failed to read chip {ident!r} of AOI {aoi!r} under "
                              f"{str(layout.chips_dir)!r}: {e}") from e
 
     # -- normalisation -----------------------------------------------------------------------
     def _norm_key(self, norm_tiles, seed) -> dict:
-        return {"root": str(self.root.resolve()), "aois": sorted(self.aois), "product": self.ref_product,
-                "channels": list(self.channels), "norm_tiles": int(norm_tiles), "seed": int(seed)}
+        return normalization_key(self.layouts, self.ref_product, self.channels, norm_tiles, seed,
+                                 {a: self._split_ids[a]["train"] for a in self.aois})
 
     def fit_normalization(self, norm_tiles: int = 64, seed: int = 0, progress: bool = True) -> Normalization:
         """Fit mean/std per channel over valid pixels of ``norm_tiles`` train chips (sampled with ``seed``)."""
         from tqdm.auto import tqdm
 
         if product_family(self.ref_product) != "s1grd":
-            raise ValueError("normalisation needs an s1grd product in products")
+            raise UserError("normalisation needs an s1grd product in products")
         train = [(a, i) for a in self.aois for i in self._split_ids[a]["train"]]
         bad = set(self.skipped_all_ids())
         order = np.random.default_rng(seed).permutation(len(train))
@@ -371,7 +461,7 @@ class M3LEODataset(Dataset):
             bar.update(1)
         bar.close()
         if not tiles:
-            raise ValueError(f"normalisation: no valid train chip in AOIs {self.aois}")
+            raise UserError(f"normalisation: no valid train chip in AOIs {self.aois}")
         return fit_normalization(tiles, self.channels, self._norm_key(norm_tiles, seed))
 
     def _resolve_norm(self, normalization, norm_tiles, seed, progress):
@@ -392,9 +482,9 @@ class M3LEODataset(Dataset):
                 norm = self.fit_normalization(norm_tiles, seed, progress)
                 norm.save(self.norm_path)
         else:
-            raise ValueError(f"normalization must be 'fit', a JSON path, a Normalization or None; got {normalization!r}")
+            raise UserError(f"normalization must be 'fit', a JSON path, a Normalization or None; got {normalization!r}")
         if tuple(norm.channels) != self.channels:
-            raise ValueError(f"normalisation channels {list(norm.channels)} do not match the dataset's {list(self.channels)}")
+            raise UserError(f"normalisation channels {list(norm.channels)} do not match the dataset's {list(self.channels)}")
         return norm
 
     # -- reporting ---------------------------------------------------------------------------

@@ -47,11 +47,19 @@ from sarssl.data.layout import (
     SHARD_INDEX_SUFFIX, SPLIT_FILE_RE, SPLITS, canonical_product, parse_splits, product_family_name,
 )
 from sarssl.data.products import PRODUCT_FAMILIES
+from sarssl.errors import UserError
 
 __all__ = [
+    "DownloadError",
     "FULL_ORG", "MINISET_ORG", "KNOWN_AOIS", "MANIFEST_NAME", "SUBSET_NAME", "HubClient", "repo_id_for",
     "select_files", "select_chips", "download_aoi", "read_subset", "canonicalise_metadata", "DOWNLOAD_FAMILIES",
 ]
+
+
+class DownloadError(UserError, OSError):
+    """A download that failed (network, disk, a size mismatch): the message names the files and says to
+    retry with the same command, which resumes. An ``OSError`` and a :class:`~sarssl.errors.UserError`."""
+
 
 #: Hugging Face organisations holding the full parquet archive and the GeoTIFF miniset (one repo per AOI)
 FULL_ORG = "M3LEO"
@@ -105,7 +113,7 @@ class HubClient:
 def repo_id_for(aoi: str, miniset: bool = False) -> str:
     """``"europe"`` -> ``"M3LEO/europe"`` (or ``"M3LEO-miniset/europe"``); raises naming the known AOIs."""
     if not isinstance(aoi, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", aoi):
-        raise ValueError(f"aoi must be a plain name such as {KNOWN_AOIS[0]!r}, got {aoi!r}")
+        raise UserError(f"aoi must be a plain name such as {KNOWN_AOIS[0]!r}, got {aoi!r}")
     return f"{MINISET_ORG if miniset else FULL_ORG}/{aoi}"
 
 
@@ -137,7 +145,7 @@ def _check_products(products) -> set[str] | None:
     wanted = {canonical_product(str(p)) for p in products}
     for p in sorted(wanted):
         if product_family_name(p) not in DOWNLOAD_FAMILIES:
-            raise ValueError(f"unknown product {p!r}: expected a name or family of "
+            raise UserError(f"unknown product {p!r}: expected a name or family of "
                              + ", ".join(f"{f}-<year>" if f in PRODUCT_FAMILIES and f != "modis44b006veg" else f
                                          for f in DOWNLOAD_FAMILIES))
     return wanted
@@ -172,7 +180,7 @@ def select_files(files, products=None, miniset: bool = False) -> tuple[list[str]
         missing = sorted(p for p in wanted if not any(_matches(s, {p}) for s in seen))
         if missing:
             kind = "GeoTIFF" if miniset else "parquet"
-            raise ValueError(f"product(s) {missing} not in the repository ({kind} products found: "
+            raise UserError(f"product(s) {missing} not in the repository ({kind} products found: "
                              f"{sorted(seen) or 'none'})")
     return meta, data
 
@@ -196,20 +204,20 @@ def select_chips(split_table, max_chips: int | None = None, splits=None, seed: i
 
     df = split_table if isinstance(split_table, pd.DataFrame) else pd.read_csv(split_table, dtype=str)
     if not {"identifier", "split"} <= set(df.columns):
-        raise ValueError(f"split table: expected columns identifier,split, found {list(df.columns)}")
+        raise UserError(f"split table: expected columns identifier,split, found {list(df.columns)}")
     chosen_splits = parse_splits(splits) or list(SPLITS)
     split_col = df["split"].astype(str).str.strip().str.lower()
     ids = df["identifier"].astype(str).str.strip()
     pools = {s: sorted(ids[split_col == s]) for s in SPLITS if s in chosen_splits}
     total = sum(len(v) for v in pools.values())
     if total == 0:
-        raise ValueError(f"split table has no chip in split(s) {chosen_splits} (splits present: "
+        raise UserError(f"split table has no chip in split(s) {chosen_splits} (splits present: "
                          f"{sorted(set(split_col))})")
     if max_chips is None or max_chips >= total:
         quota = {s: len(v) for s, v in pools.items()}
     else:
         if int(max_chips) < 1:
-            raise ValueError(f"max_chips must be >= 1, got {max_chips}")
+            raise UserError(f"max_chips must be >= 1, got {max_chips}")
         exact = {s: int(max_chips) * len(v) / total for s, v in pools.items()}
         quota = {s: int(q) for s, q in exact.items()}
         left = int(max_chips) - sum(quota.values())
@@ -351,9 +359,10 @@ def download_aoi(aoi: str, out_root, products=None, miniset: bool = False, revis
     try:
         files = list(hub.list_repo_files(repo_id, repo_type=REPO_TYPE, revision=revision))
     except Exception as e:  # network, auth, missing repository: say which repository failed
-        raise ValueError(f"cannot list dataset repository {repo_id!r} (revision {revision or 'main'}): {e}") from e
+        raise DownloadError(f"cannot list dataset repository {repo_id!r} (revision {revision or 'main'}): {e}; "
+                            "check the network (and HF_TOKEN), then run the same command again") from e
     if not files:
-        raise ValueError(f"dataset repository {repo_id!r} lists no files")
+        raise UserError(f"dataset repository {repo_id!r} lists no files")
     meta, data = select_files(files, products, miniset)
     sizes = {}
     if hasattr(hub, "file_sizes"):
@@ -423,8 +432,8 @@ def download_aoi(aoi: str, out_root, products=None, miniset: bool = False, revis
             bar.close()
             _save_manifest(manifest_path, repo_id, revision, manifest)
         if failures:
-            raise OSError(f"{len(failures)} of {len(todo)} file(s) from {repo_id!r} failed (run the same command to "
-                          f"resume): " + "; ".join(failures[:5]))
+            raise DownloadError(f"{len(failures)} of {len(todo)} file(s) from {repo_id!r} failed (run the same command "
+                                f"again to retry; the files already fetched are kept): " + "; ".join(failures[:5]))
 
     if not subset:
         fetch_all(meta + data, f"download {repo_id}")
@@ -433,13 +442,13 @@ def download_aoi(aoi: str, out_root, products=None, miniset: bool = False, revis
 
     # -- subset: the split CSV first, then the chosen chips' files only ----------------------
     if not roots["split"] and not roots["index"]:
-        raise ValueError(f"dataset repository {repo_id!r} lists no split CSV "
+        raise UserError(f"dataset repository {repo_id!r} lists no split CSV "
                          f"('<aoi>_partitions_aschips_<hash>_splits_60bands_angleXX_60-20-20*.csv') to draw chips from")
     if len(roots["split"]) > 1 or len(roots["index"]) > 1:
-        raise ValueError(f"dataset repository {repo_id!r} lists more than one split CSV: "
+        raise UserError(f"dataset repository {repo_id!r} lists more than one split CSV: "
                          f"{roots['split'] + roots['index']}")
     if not miniset and not roots["index"]:
-        raise ValueError(f"dataset repository {repo_id!r} lists no shard index ('..._60-20-20_parquet.csv'): "
+        raise UserError(f"dataset repository {repo_id!r} lists no shard index ('..._60-20-20_parquet.csv'): "
                          "cannot tell which shards hold the chosen chips")
     fetch_all(sorted(hidden), f"metadata {repo_id}")
     split_src = local((roots["split"] or roots["index"])[0])
@@ -456,7 +465,7 @@ def download_aoi(aoi: str, out_root, products=None, miniset: bool = False, revis
     else:
         index = pd.read_csv(local(roots["index"][0]), dtype=str)
         if not {"identifier", "parquet_identifier"} <= set(index.columns):
-            raise ValueError(f"shard index {roots['index'][0]!r}: expected columns identifier, parquet_identifier; "
+            raise UserError(f"shard index {roots['index'][0]!r}: expected columns identifier, parquet_identifier; "
                              f"found {list(index.columns)}")
         shard_ids = sorted(set(index.loc[index["identifier"].str.strip().isin(ids), "parquet_identifier"].str.strip()))
         wanted_data = [f for f in data if _shard_id(f) in set(shard_ids)]

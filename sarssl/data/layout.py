@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sarssl.errors import UserError
+
 STRIPE_PATTERN = ("train", "train", "train", "test", "val")
 N_STRIPES = 60
 SPLITS = ("train", "val", "test")
@@ -45,8 +47,23 @@ def parse_splits(split) -> list[str] | None:
     splits = [split] if isinstance(split, str) else list(split)
     for s in splits:
         if s not in SPLITS:
-            raise ValueError(f"unknown split {s!r}: expected one of {list(SPLITS)} or None")
+            raise UserError(f"unknown split {s!r}: expected one of {list(SPLITS)} or None")
     return splits
+
+
+def check_unique_aois(aois) -> list[str]:
+    """``aois`` as a list; an AOI given more than once is refused naming it (it would double the data)."""
+    aois = [aois] if isinstance(aois, str) else list(aois)
+    seen, repeated = set(), []
+    for a in aois:
+        if a in seen and a not in repeated:
+            repeated.append(a)
+        seen.add(a)
+    if repeated:
+        names = ", ".join(repr(a) for a in repeated)
+        raise UserError(f"AOI {names} given more than once (AOIs: {aois}): each AOI counts once; "
+                        "remove the repeated --aoi")
+    return aois
 
 _SPLIT_RE = re.compile(r"^(?P<stem>(?P<aoi>.+)_partitions_aschips_(?P<hash>[0-9a-zA-Z]+))_splits_(?P<n>\d+)bands"
                        r"_angle(?P<angle>\d+)_60-20-20(?P<suffix>_miniset|_parquet)?\.csv$")
@@ -78,7 +95,7 @@ def product_family_name(name: str) -> str:
     return re.split(r"[-_]", canonical_product(name), maxsplit=1)[0]
 
 
-class SplitFileError(ValueError):
+class SplitFileError(UserError):
     """An AOI folder with no split file, or with two of them (the message names both)."""
 
 

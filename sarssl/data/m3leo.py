@@ -34,6 +34,7 @@ from sarssl.data.products import (
     product_family,
     product_spec,
 )
+from sarssl.errors import UserError
 
 __all__ = [
     "EXPECTED_DTYPES", "ALL_PRODUCTS", "ChipGrid", "available_products", "read_splits",
@@ -80,23 +81,23 @@ def read_splits(layout: AOILayout) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype=str)
     except Exception as e:  # pandas raises several parser error types
-        raise ValueError(f"split file {str(path)!r} is not a readable CSV with columns identifier,split: {e}") from e
+        raise UserError(f"split file {str(path)!r} is not a readable CSV with columns identifier,split: {e}") from e
     missing = {"identifier", "split"} - set(df.columns)
     if missing:
-        raise ValueError(f"split file {str(path)!r}: missing column(s) {sorted(missing)}; "
+        raise UserError(f"split file {str(path)!r}: missing column(s) {sorted(missing)}; "
                          f"expected columns identifier,split, found {list(df.columns)}")
     df = df[["identifier", "split"]]
     if df.empty:
-        raise ValueError(f"split file {str(path)!r} has no rows")
+        raise UserError(f"split file {str(path)!r} has no rows")
     if df.isna().any().any():
-        raise ValueError(f"split file {str(path)!r} has empty identifier or split cells")
+        raise UserError(f"split file {str(path)!r} has empty identifier or split cells")
     df = df.assign(split=df["split"].str.strip().str.lower(), identifier=df["identifier"].str.strip())
     bad = sorted(set(df["split"]) - set(SPLITS))
     if bad:
-        raise ValueError(f"split file {str(path)!r}: unknown split value(s) {bad[:5]}; expected {list(SPLITS)}")
+        raise UserError(f"split file {str(path)!r}: unknown split value(s) {bad[:5]}; expected {list(SPLITS)}")
     dup = df["identifier"][df["identifier"].duplicated()]
     if len(dup):
-        raise ValueError(f"split file {str(path)!r}: duplicated identifier(s) {list(dup[:5])}")
+        raise UserError(f"split file {str(path)!r}: duplicated identifier(s) {list(dup[:5])}")
     return df.reset_index(drop=True)
 
 
@@ -108,13 +109,13 @@ def read_chips_geojson(layout: AOILayout) -> dict:
     try:
         gj = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"chip geojson {str(path)!r} is not valid JSON: {e}") from e
+        raise UserError(f"chip geojson {str(path)!r} is not valid JSON: {e}") from e
     feats = gj.get("features") if isinstance(gj, dict) else None
     if not isinstance(feats, list):
-        raise ValueError(f"chip geojson {str(path)!r}: expected a FeatureCollection with a 'features' list")
+        raise UserError(f"chip geojson {str(path)!r}: expected a FeatureCollection with a 'features' list")
     for f in feats:
         if "identifier" not in (f.get("properties") or {}):
-            raise ValueError(f"chip geojson {str(path)!r}: a feature has no 'identifier' property")
+            raise UserError(f"chip geojson {str(path)!r}: a feature has no 'identifier' property")
     return gj
 
 
@@ -126,7 +127,7 @@ def _band_names(family: str, count: int, descriptions) -> list[str]:
     if names is None:  # MODIS: bands are years
         return [d if d else f"band{i + 1}" for i, d in enumerate(descriptions)]
     if len(names) != count:
-        raise ValueError(f"{family}: expected {len(names)} bands {list(names)[:4]}..., got {count}")
+        raise UserError(f"{family}: expected {len(names)} bands {list(names)[:4]}..., got {count}")
     return list(names)
 
 
@@ -216,7 +217,7 @@ def channel_specs(channels=INPUT_CHANNELS) -> list[tuple[str, int, int]]:
     for name in channels:
         m = re.fullmatch(r"(vv-vh|vv|vh)_([a-z]+)(?:_(asc|des))?", name)
         if not m or m[2] not in SEASONS:
-            raise ValueError(f"bad channel name {name!r}: expected '<vv-vh|vv|vh>_<{'|'.join(SEASONS)}>[_des]'")
+            raise UserError(f"bad channel name {name!r}: expected '<vv-vh|vv|vh>_<{'|'.join(SEASONS)}>[_des]'")
         q, s, d = m[1], m[2], m[3] or "asc"
         vv = S1GRD_BANDS.index(f"{s}_vv{d}")
         vh = S1GRD_BANDS.index(f"{s}_vh{d}")
@@ -232,12 +233,12 @@ def build_input_channels(s1_db: xr.DataArray, polarisations=("vv-vh", "vv", "vh"
     """
     for p in polarisations:
         if p not in _QUANTITIES:
-            raise ValueError(f"bad polarisation {p!r}: expected one of {_QUANTITIES}")
+            raise UserError(f"bad polarisation {p!r}: expected one of {_QUANTITIES}")
     if pass_ not in PASSES:
-        raise ValueError(f"bad pass {pass_!r}: expected one of {PASSES}")
+        raise UserError(f"bad pass {pass_!r}: expected one of {PASSES}")
     missing = [b for b in S1GRD_BANDS if b not in list(s1_db["band"].values)]
     if missing:
-        raise ValueError(f"s1_db lacks S1 band(s) {missing[:4]}: expected the 16 bands of S1GRD_BANDS")
+        raise UserError(f"s1_db lacks S1 band(s) {missing[:4]}: expected the 16 bands of S1GRD_BANDS")
     names = channel_names(polarisations, seasons, pass_)
     data = s1_db.sel(band=list(S1GRD_BANDS)).values
     out = np.stack([data[a] - data[b] if q == "vv-vh" else data[a] for q, a, b in channel_specs(names)])
@@ -260,7 +261,7 @@ def label_fraction_ids(ids, limit_pct: float, seed: int = 0) -> list:
     ``len(result)`` is the tile count.
     """
     if not 0 < float(limit_pct) <= 100:
-        raise ValueError(f"limit_pct must be in (0, 100], got {limit_pct}")
+        raise UserError(f"limit_pct must be in (0, 100], got {limit_pct}")
     ids = sorted(ids)
     n = len(ids)
     k = min(n, max(1, math.ceil(n * float(limit_pct) / 100 - 1e-9))) if n else 0
@@ -294,15 +295,15 @@ def nearest_index(src: ChipGrid, dst: ChipGrid, what: str = "raster") -> tuple[n
     sa, sb, sc, sd, se, sf = src.transform
     da, db, dc, dd, de, df = dst.transform
     if sb or sd or db or dd:
-        raise ValueError(f"{what}: rotated grids are not supported")
+        raise UserError(f"{what}: rotated grids are not supported")
     if src.crs != dst.crs:
-        raise ValueError(f"{what}: CRS {src.crs!r} differs from the chip grid's {dst.crs!r}")
+        raise UserError(f"{what}: CRS {src.crs!r} differs from the chip grid's {dst.crs!r}")
     xs = dc + (np.arange(dst.width) + 0.5) * da
     ys = df + (np.arange(dst.height) + 0.5) * de
     cols = np.floor((xs - sc) / sa + 1e-6).astype(np.int64)
     rows = np.floor((ys - sf) / se + 1e-6).astype(np.int64)
     if cols.min() < 0 or cols.max() >= src.width or rows.min() < 0 or rows.max() >= src.height:
-        raise ValueError(
+        raise UserError(
             f"{what}: footprint does not cover the chip grid (chip x {dc:.1f}..{dc + dst.width * da:.1f}, "
             f"y {df + dst.height * de:.1f}..{df:.1f}; raster x {sc:.1f}..{sc + src.width * sa:.1f}, "
             f"y {sf + src.height * se:.1f}..{sf:.1f})"
@@ -363,7 +364,7 @@ def reference_product(products) -> str:
     for p in products:
         if product_spec(p).pixel_size == 10.0:
             return p
-    raise ValueError(f"products {list(products)} hold no 10 m product to define the chip grid")
+    raise UserError(f"products {list(products)} hold no 10 m product to define the chip grid")
 
 
 def read_record(layout: AOILayout, products, identifier: str, modis_year: int | None = None) -> dict[str, np.ndarray]:
@@ -426,7 +427,7 @@ def read_chip_array(src, product: str, grid: "ChipGrid | None", what: str, modis
     family = product_family(product)
     bad = check_header(src, product)
     if bad:
-        raise ValueError(f"{what}: {bad}")
+        raise UserError(f"{what}: {bad}")
     sgrid = ChipGrid.from_src(src)
     if family == "modis44b006veg":
         arr = src.read(modis_band_index(src.descriptions, modis_year))

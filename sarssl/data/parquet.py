@@ -38,6 +38,7 @@ from torch.utils.data import IterableDataset
 
 from sarssl.data.layout import AOILayout, canonical_product, parse_splits
 from sarssl.data.products import INPUT_CHANNELS
+from sarssl.errors import UserError
 
 __all__ = [
     "PARQUET_COLUMNS", "find_shards", "unpack_parquet", "pack_parquet", "record_from_bytes", "M3LEOParquetStream",
@@ -75,14 +76,14 @@ def _check_schema(pf, path: Path, need=("path", "ds", "content")) -> None:
     names = pf.schema_arrow.names
     missing = [c for c in need if c not in names]
     if missing:
-        raise ValueError(f"parquet shard {str(path)!r}: missing column(s) {missing}; expected columns "
+        raise UserError(f"parquet shard {str(path)!r}: missing column(s) {missing}; expected columns "
                          f"{list(PARQUET_COLUMNS)}, found {names}")
 
 
 def _safe_relpath(path: str, shard: Path) -> PurePosixPath:
     rel = PurePosixPath(str(path).replace("\\", "/"))
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise ValueError(f"parquet shard {str(shard)!r}: row path {path!r} is not a relative path inside the M3LEO root")
+        raise UserError(f"parquet shard {str(shard)!r}: row path {path!r} is not a relative path inside the M3LEO root")
     return rel
 
 
@@ -105,7 +106,7 @@ def parquet_identifier(path) -> str:
     for ext in (f".{PARQUET_CODEC}.parquet", ".parquet"):
         if name.endswith(ext):
             return name[: -len(ext)]
-    raise ValueError(f"{str(path)!r} is not a parquet shard (expected '<parquet_identifier>.{PARQUET_CODEC}.parquet')")
+    raise UserError(f"{str(path)!r} is not a parquet shard (expected '<parquet_identifier>.{PARQUET_CODEC}.parquet')")
 
 
 def read_shard_index(path):
@@ -123,12 +124,12 @@ def read_shard_index(path):
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in ("identifier", "parquet_identifier") if c not in df.columns]
     if missing:
-        raise ValueError(f"shard index {str(path)!r}: missing column(s) {missing}; expected "
+        raise UserError(f"shard index {str(path)!r}: missing column(s) {missing}; expected "
                          f"{list(SHARD_INDEX_COLUMNS)}, found {list(df.columns)}")
     df = df.assign(identifier=df["identifier"].str.strip(), parquet_identifier=df["parquet_identifier"].str.strip())
     dup = df["identifier"][df["identifier"].duplicated()]
     if len(dup):
-        raise ValueError(f"shard index {str(path)!r}: chip(s) listed twice: {list(dup[:5])}")
+        raise UserError(f"shard index {str(path)!r}: chip(s) listed twice: {list(dup[:5])}")
     return df.reset_index(drop=True)
 
 
@@ -142,7 +143,7 @@ def shards_for_chips(index, identifiers) -> list[str]:
     table = dict(zip(df["identifier"], df["parquet_identifier"]))
     unknown = sorted(ids - set(table))
     if unknown:
-        raise ValueError(f"shard index lists no shard for {len(unknown)} chip(s) (first: {unknown[:5]})")
+        raise UserError(f"shard index lists no shard for {len(unknown)} chip(s) (first: {unknown[:5]})")
     return sorted({table[i] for i in ids})
 
 
@@ -164,7 +165,7 @@ def shard_index_from_shards(shards):
             ident = _chip_key(path)[1]
             prev = table.setdefault(ident, (pid, str(f)))
             if prev[0] != pid:
-                raise ValueError(f"chip {ident!r} is in shard {prev[1]!r} and in shard {str(f)!r} with another "
+                raise UserError(f"chip {ident!r} is in shard {prev[1]!r} and in shard {str(f)!r} with another "
                                  "parquet_identifier: a shard index needs one shard identifier per chip")
     ids = sorted(table)
     return pd.DataFrame({"identifier": ids, "parquet_identifier": [table[i][0] for i in ids]})
@@ -180,7 +181,7 @@ def write_shard_index(split_csv, shards, out_csv) -> Path:
 
     splits = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
     if not {"identifier", "split"} <= set(splits.columns):
-        raise ValueError(f"split file {str(split_csv)!r}: expected columns identifier,split, found {list(splits.columns)}")
+        raise UserError(f"split file {str(split_csv)!r}: expected columns identifier,split, found {list(splits.columns)}")
     index = shard_index_from_shards(shards)
     out = splits.assign(identifier=splits["identifier"].str.strip()).merge(index, on="identifier", how="inner")
     cols = ["identifier", "split", "parquet_identifier"] + [c for c in out.columns if c not in SHARD_INDEX_COLUMNS]
@@ -241,7 +242,7 @@ def unpack_parquet(shards, out_root, products=None, progress: bool = True, batch
                     rel = _safe_relpath(path, f)
                     blob = content[i].as_py()
                     if blob is None:
-                        raise ValueError(f"parquet shard {str(f)!r}: row {path!r} has no content")
+                        raise UserError(f"parquet shard {str(f)!r}: row {path!r} has no content")
                     target = out_root.joinpath(*rel.parts)
                     if target.is_file() and target.stat().st_size == len(blob):
                         counts["skipped_existing"] += 1
@@ -280,10 +281,10 @@ def pack_parquet(root, aoi: str, out_dir, products=None, chips_per_shard: int = 
     have = available_products(layout)
     prods = have if products is None else [p for p in have if _wanted(p, {str(q) for q in products})]
     if not prods:
-        raise ValueError(f"no product of AOI {aoi!r} matches {products} (products: {have})")
+        raise UserError(f"no product of AOI {aoi!r} matches {products} (products: {have})")
     ids = sorted(read_splits(layout)["identifier"])
     if chips_per_shard < 1 or row_group_size < 1:
-        raise ValueError("chips_per_shard and row_group_size must be >= 1")
+        raise UserError("chips_per_shard and row_group_size must be >= 1")
     schema = pa.schema([("path", pa.string()), ("ds", pa.string()), ("content", pa.binary())])
     out = []
     bar = tqdm(total=len(prods) * len(ids), desc=f"pack {aoi}", unit="file", disable=not progress)
@@ -331,7 +332,7 @@ def record_from_bytes(blobs: dict[str, bytes], products, modis_year: int | None 
     grid = None
     for product in order:
         if product not in blobs:
-            raise ValueError(f"{what}: product {product!r} missing")
+            raise UserError(f"{what}: product {product!r} missing")
         with MemoryFile(blobs[product]) as mem, mem.open() as src:
             key, out[key], grid = read_chip_array(src, product, grid, f"{what} / {product}", modis_year)
     return out
@@ -360,7 +361,7 @@ def _load_split_table(split_csv) -> dict[tuple[str, str] | str, str]:
             raise FileNotFoundError(f"split file {str(path)!r} does not exist (expected columns identifier,split)")
         df = pd.read_csv(path, dtype=str)
         if not {"identifier", "split"} <= set(df.columns):
-            raise ValueError(f"split file {str(path)!r}: expected columns identifier,split, found {list(df.columns)}")
+            raise UserError(f"split file {str(path)!r}: expected columns identifier,split, found {list(df.columns)}")
         for ident, split in zip(df["identifier"].str.strip(), df["split"].str.strip().str.lower()):
             table[(aoi, ident) if aoi is not None else ident] = split
     return table
@@ -409,7 +410,7 @@ class M3LEOParquetStream(IterableDataset):
         self.splits = parse_splits(split)
         if self.splits is not None:
             if split_csv is None:
-                raise ValueError("split given but no split_csv: pass the AOI's split CSV (columns identifier,split)")
+                raise UserError("split given but no split_csv: pass the AOI's split CSV (columns identifier,split)")
         self.shuffle = bool(shuffle)
         self.shuffle_buffer = max(1, int(shuffle_buffer))
         self.seed = int(seed)
@@ -440,7 +441,7 @@ class M3LEOParquetStream(IterableDataset):
                             continue
                     slot = index.setdefault(key, {})
                     if ds in slot:
-                        raise ValueError(f"chip {key[1]!r} of AOI {key[0]!r} appears twice for product {ds!r} "
+                        raise UserError(f"chip {key[1]!r} of AOI {key[0]!r} appears twice for product {ds!r} "
                                          f"(in {self.files[slot[ds][0]]!r} and {f!r})")
                     slot[ds] = (fi, rg, j)
         # units of work: reference row groups, each with the (sorted) chips whose reference row is in it
@@ -461,7 +462,7 @@ class M3LEOParquetStream(IterableDataset):
         self.index = index
         self.n_chips = sum(len(v) for _, v in self.units)
         if self.n_chips == 0:
-            raise ValueError(f"no chip with all products {list(self.products)} (split {self.splits}) in "
+            raise UserError(f"no chip with all products {list(self.products)} (split {self.splits}) in "
                              f"{len(self.files)} shard(s)")
         self.skipped: dict[str, list[str]] = {}
 
@@ -476,10 +477,10 @@ class M3LEOParquetStream(IterableDataset):
         elif isinstance(normalization, (str, Path)) and Path(normalization).is_file():
             norm = Normalization.load(normalization)
         else:
-            raise ValueError(f"normalization must be a Normalization, an existing JSON path or None, got "
+            raise UserError(f"normalization must be a Normalization, an existing JSON path or None, got "
                              f"{normalization!r} (fit one with M3LEODataset(..., normalization=<path>) first)")
         if tuple(norm.channels) != self.channels:
-            raise ValueError(f"normalisation channels {list(norm.channels)} do not match the stream's {list(self.channels)}")
+            raise UserError(f"normalisation channels {list(norm.channels)} do not match the stream's {list(self.channels)}")
         return norm
 
     def set_epoch(self, epoch: int) -> None:
@@ -501,7 +502,7 @@ class M3LEOParquetStream(IterableDataset):
             else:
                 rank, world = 0, 1
         if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} is outside world_size {world}")
+            raise UserError(f"rank {rank} is outside world_size {world}")
         return rank, world
 
     def __len__(self) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sarssl.data.layout import SPLITS, AOILayout, list_aois
+from sarssl.data.layout import SPLITS, AOILayout, check_unique_aois, list_aois
 from sarssl.data.m3leo import available_products, read_chips_geojson, read_splits
 
 
@@ -87,7 +87,7 @@ def split_leakage(root: str | Path, aois: list[str] | None = None) -> pd.DataFra
 def chip_counts(root: str | Path, aois: list[str] | None = None) -> pd.DataFrame:
     """One row per AOI: chips per split and GeoTIFF count per product folder (known to sarssl or not)."""
     rows = []
-    for aoi in aois or list_aois(root):
+    for aoi in check_unique_aois(aois) if aois else list_aois(root):
         layout = AOILayout.find(root, aoi)
         splits = read_splits(layout)["split"].value_counts()
         row = {"aoi": aoi, **{s: int(splits.get(s, 0)) for s in SPLITS}}
@@ -100,7 +100,10 @@ def chip_counts(root: str | Path, aois: list[str] | None = None) -> pd.DataFrame
 
 
 def channel_statistics(root: str | Path, aois: list[str], n_tiles: int = 32, seed: int = 0) -> pd.DataFrame:
-    """Mean and standard deviation (dB) of each input channel over ``n_tiles`` sampled train tiles."""
+    """Mean and standard deviation (dB) of each input channel over up to ``n_tiles`` sampled train tiles.
+
+    ``result.attrs["n_tiles"]`` is the number of tiles actually used (fewer when the region has fewer
+    valid train tiles)."""
     from sarssl.data.datasets import M3LEODataset
 
     s1 = [p for p in available_products(AOILayout.find(root, aois[0])) if p.startswith("s1grd")]
@@ -108,7 +111,9 @@ def channel_statistics(root: str | Path, aois: list[str], n_tiles: int = 32, see
         raise FileNotFoundError(f"AOI {aois[0]!r} under {str(root)!r} has no s1grd-<year> product")
     ds = M3LEODataset(root, aois, split="train", products=(s1[0],), normalization=None, progress=False)
     norm = ds.fit_normalization(norm_tiles=n_tiles, seed=seed, progress=False)
-    return pd.DataFrame({"mean_db": norm.mean, "std_db": norm.std}, index=pd.Index(norm.channels, name="channel"))
+    df = pd.DataFrame({"mean_db": norm.mean, "std_db": norm.std}, index=pd.Index(norm.channels, name="channel"))
+    df.attrs["n_tiles"] = norm.n_tiles
+    return df
 
 
 def region_summary(root: str | Path, aois: list[str] | None = None, n_tiles: int = 32, seed: int = 0) -> str:
@@ -118,8 +123,10 @@ def region_summary(root: str | Path, aois: list[str] | None = None, n_tiles: int
     leak = split_leakage(root, list(counts.index))
     leak["share touching train"] = (100 * leak["share touching train"]).round(1).astype(str) + " %"
     stats = channel_statistics(root, list(counts.index), n_tiles=n_tiles, seed=seed)
+    used = stats.attrs.get("n_tiles")
+    over = (f"{used} sampled train tiles" if used == n_tiles else f"all {used} valid train tiles")
     other = sorted({p for a in counts.index for p in AOILayout.find(root, a).unknown_products()})
     note = (f"\nproduct folders listed but not read by sarssl: {', '.join(other)}\n" if other else "")
     return (f"M3LEO root {root}\n\nchips per split and product:\n{counts.T.fillna(0).astype(int).to_string()}\n"
             f"{note}\ntest chips sharing an edge or a corner with a train chip:\n{leak.to_string()}\n\n"
-            f"input channels over {n_tiles} sampled train tiles (dB):\n{stats.round(2).to_string()}")
+            f"input channels over {over} (dB):\n{stats.round(2).to_string()}")

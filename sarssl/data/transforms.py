@@ -2,7 +2,10 @@
 
 The statistics are the mean and standard deviation in dB over the *valid* pixels of N sampled
 train tiles, per channel. They are written to a JSON file together with the key they were fitted
-for (AOIs, products, channels, tile count, seed), and reused when the key matches.
+for, and reused when the key matches. The datasets key them by content
+(:func:`sarssl.data.datasets.normalization_key`: AOIs, product, channels, tile count, seed, the split
+files and the sizes and mtimes of the chips read, the decoder version), so a changed chip or a
+re-simulated region is fitted again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from sarssl.errors import UserError
+
 __all__ = ["Normalization", "RunningStats", "fit_normalization", "norm_key_hash", "load_or_fit"]
 
 
@@ -29,21 +34,22 @@ class Normalization:
     std: np.ndarray
     key: dict = field(default_factory=dict)
     n_pixels: list[int] | None = None
+    n_tiles: int | None = None  # tiles the statistics were computed over (None: not recorded)
 
     def __post_init__(self):
         self.channels = tuple(self.channels)
         self.mean = np.asarray(self.mean, dtype=np.float32)
         self.std = np.asarray(self.std, dtype=np.float32)
         if not (len(self.channels) == self.mean.shape[0] == self.std.shape[0]):
-            raise ValueError(f"normalisation: {len(self.channels)} channels but mean {self.mean.shape} / std {self.std.shape}")
+            raise UserError(f"normalisation: {len(self.channels)} channels but mean {self.mean.shape} / std {self.std.shape}")
         if np.any(~np.isfinite(self.std)) or np.any(self.std <= 0):
-            raise ValueError(f"normalisation: std must be finite and > 0, got {self.std.tolist()}")
+            raise UserError(f"normalisation: std must be finite and > 0, got {self.std.tolist()}")
 
     def apply(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """``(C, H, W)`` or ``(B, C, H, W)`` dB -> normalised float32; pixels where ``valid`` is False -> 0."""
         c_dim = x.dim() - 3
         if x.shape[c_dim] != len(self.channels):
-            raise ValueError(f"normalisation: expected {len(self.channels)} channels, got tensor of shape {tuple(x.shape)}")
+            raise UserError(f"normalisation: expected {len(self.channels)} channels, got tensor of shape {tuple(x.shape)}")
         shape = [1] * x.dim()
         shape[c_dim] = -1
         mean = torch.as_tensor(self.mean, device=x.device).view(shape)
@@ -62,7 +68,7 @@ class Normalization:
 
     def to_dict(self) -> dict:
         return {"channels": list(self.channels), "mean": self.mean.tolist(), "std": self.std.tolist(),
-                "key": self.key, "n_pixels": self.n_pixels}
+                "key": self.key, "n_pixels": self.n_pixels, "n_tiles": self.n_tiles}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -77,9 +83,9 @@ class Normalization:
         path = Path(path)
         try:
             d = json.loads(path.read_text())
-            return cls(d["channels"], d["mean"], d["std"], d.get("key", {}), d.get("n_pixels"))
+            return cls(d["channels"], d["mean"], d["std"], d.get("key", {}), d.get("n_pixels"), d.get("n_tiles"))
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"normalisation file {str(path)!r} is not valid (expected JSON with channels/mean/std): {e}") from e
+            raise UserError(f"normalisation file {str(path)!r} is not valid (expected JSON with channels/mean/std): {e}") from e
 
 
 class RunningStats:
@@ -101,7 +107,7 @@ class RunningStats:
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         if np.any(self.n == 0):
-            raise ValueError(f"normalisation: channel(s) {np.flatnonzero(self.n == 0).tolist()} have no valid pixel")
+            raise UserError(f"normalisation: channel(s) {np.flatnonzero(self.n == 0).tolist()} have no valid pixel")
         mean = self.s / self.n
         var = np.maximum(self.ss / self.n - mean * mean, 0.0)
         return mean, np.sqrt(var) + 1e-6
@@ -110,10 +116,12 @@ class RunningStats:
 def fit_normalization(tiles: Iterable[np.ndarray], channels, key: dict | None = None) -> Normalization:
     """Mean/std per channel over the valid (finite) pixels of ``tiles`` (each (C, H, W) dB, NaN no-data)."""
     stats = RunningStats(len(channels))
+    n = 0
     for t in tiles:
         stats.update(t)
+        n += 1
     mean, std = stats.result()
-    return Normalization(channels, mean, std, key or {}, stats.n.tolist())
+    return Normalization(channels, mean, std, key or {}, stats.n.tolist(), n)
 
 
 def norm_key_hash(key: dict) -> str:
@@ -122,11 +130,14 @@ def norm_key_hash(key: dict) -> str:
 
 
 def load_or_fit(path: str | Path, key: dict, fit: Callable[[], Normalization]) -> Normalization:
-    """Load ``path`` when it exists and was fitted for ``key``; else call ``fit()`` and save it there."""
+    """Load ``path`` when it exists, is readable and was fitted for ``key``; else call ``fit()`` and save it there."""
     path = Path(path)
     if path.is_file():
-        norm = Normalization.load(path)
-        if norm.key == json.loads(json.dumps(key)):
+        try:
+            norm = Normalization.load(path)
+        except UserError:  # a damaged cache file (e.g. cut off by a full disk) is fitted again
+            norm = None
+        if norm is not None and norm.key == json.loads(json.dumps(key)):
             return norm
     norm = fit()
     norm.key = json.loads(json.dumps(key))

@@ -16,6 +16,7 @@ from torch import nn
 from timm.models.vision_transformer import VisionTransformer
 
 from sarssl.data.products import INPUT_CHANNELS
+from sarssl.errors import UserError
 
 #: Short names -> timm architecture names (the patch size is overridden at creation).
 ENCODER_NAMES = {
@@ -51,7 +52,7 @@ def resolve_name(name: str) -> str:
     """Short name (``vit_tiny``...) or timm name -> timm name; a clear error for unknown names."""
     full = ENCODER_NAMES.get(name, name)
     if not timm.is_model(full):
-        raise ValueError(f"unknown encoder {name!r}: expected one of {sorted(ENCODER_NAMES)} or a timm model name")
+        raise UserError(f"unknown encoder {name!r}: expected one of {sorted(ENCODER_NAMES)} or a timm model name")
     return full
 
 
@@ -75,11 +76,11 @@ def create_encoder(name: str = "vit_tiny", patch_size: int = 16, img_size: int =
         drop_path_rate: stochastic depth. kw: passed on to ``timm.create_model``.
     """
     if img_size % patch_size:
-        raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+        raise UserError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
     model = timm.create_model(resolve_name(name), pretrained=False, in_chans=in_chans, num_classes=0,
                               img_size=img_size, patch_size=patch_size, drop_path_rate=drop_path_rate, **kw)
     if not isinstance(model, VisionTransformer):
-        raise ValueError(f"encoder {name!r} is a {type(model).__name__}, expected a timm VisionTransformer")
+        raise UserError(f"encoder {name!r} is a {type(model).__name__}, expected a timm VisionTransformer")
     return set_fused_attn(model, fused_attn)
 
 

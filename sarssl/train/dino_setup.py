@@ -61,7 +61,8 @@ def dino_train_config(config: RunConfig, n_train: int, out_dir=None, seed: int =
                       ) -> TrainConfig:
     """The engine's :class:`TrainConfig` for DINO on ``n_train`` chips: by default lr ``base_lr x batch / 256``
     with warmup + cosine to 1e-6, weight decay cosine 0.04 -> 0.4 on the regularised group, AdamW betas
-    (0.9, 0.999), per-parameter gradient clipping at 3.0, as in the reference; about four logged rows per epoch."""
+    (0.9, 0.999), per-parameter gradient clipping at 3.0, as in the reference; about four logged rows per epoch;
+    a checkpoint at the end of each epoch (``checkpoint_every=None``) unless set."""
     d = _dino(config)
     log_every = max(1, min(10, n_train // d.batch_size // 4)) if d.log_every is None else d.log_every
     return TrainConfig(

@@ -61,6 +61,13 @@ state, config), ``encoder.pth``/``encoder.json``, ``metrics.csv`` and ``tb/``. R
 :meth:`Trainer.fit` again on the same folder resumes. Under ``torchrun`` (``WORLD_SIZE > 1``) the
 engine initialises the process group (NCCL on CUDA, Gloo on CPU), wraps the task in DDP, shards
 each epoch's order by rank, and only rank 0 writes files.
+
+Stopping: during :meth:`Trainer.fit` the engine handles SIGTERM and SIGINT (Ctrl-C, a notebook's
+interrupt, a job scheduler's stop): the step being computed finishes, a row is logged and a checkpoint
+written (as at ``max_steps``), and :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) is raised with
+a message saying where the checkpoint is; the same call resumes. A second signal stops at once. The
+previous handlers are restored when ``fit`` returns. Under ``torchrun`` the ranks agree on the stop at
+the next logged step (where they synchronise anyway). Handlers are only installed from the main thread.
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ import contextlib
 import csv
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -84,6 +93,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from sarssl.train.checkpoint import (
     CHECKPOINT_NAME, atomic_save, load_checkpoint, rng_state, save_encoder, seed_everything, set_rng_state,
 )
+from sarssl.errors import UserError
 from sarssl.models.task import TrainTask
 from sarssl.train.optim import normalise_groups
 from sarssl.train.schedules import cosine_value, warmup_cosine
@@ -95,12 +105,26 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGTERM or SIGINT at a step boundary, after writing a checkpoint.
+
+    ``signum`` is the signal, ``step`` the optimiser steps done, ``checkpoint`` the file written (None
+    without an output folder); ``exit_code`` is the conventional shell status (128 + signal number).
+    """
+
+    def __init__(self, message: str, signum: int, step: int, checkpoint: Path | None):
+        super().__init__(message)
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.exit_code = 128 + int(signum)
+
+
 @dataclass
 class TrainConfig:
     """Everything the engine needs; sizes come from :mod:`sarssl.profiles` via the entry points.
 
     ``epochs`` and ``warmup_epochs`` are in passes over the data; ``checkpoint_every`` and
-    ``log_every`` in optimiser steps (0 = checkpoint only at the end). ``max_steps`` stops early
+    ``log_every`` in optimiser steps (``checkpoint_every``: 0 = only at the end, None = at the end of
+    each epoch). ``max_steps`` stops early
     (after writing a checkpoint) without changing the schedule: use it to split a run in pieces.
     """
 
@@ -119,7 +143,7 @@ class TrainConfig:
     clip_mode: str = "global"  # "global" (one norm) | "per_param" (DINO)
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     compile: bool = False
-    checkpoint_every: int = 0
+    checkpoint_every: int | None = 0
     log_every: int = 10
     out_dir: str | None = None
     seed: int = 0
@@ -135,15 +159,17 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.epochs <= 0:
-            raise ValueError(f"TrainConfig.epochs must be positive, got {self.epochs}")
+            raise UserError(f"TrainConfig.epochs must be positive, got {self.epochs}")
         if self.batch_size <= 0:
-            raise ValueError(f"TrainConfig.batch_size must be positive, got {self.batch_size}")
+            raise UserError(f"TrainConfig.batch_size must be positive, got {self.batch_size}")
         if self.grad_accum_steps < 1:
-            raise ValueError(f"TrainConfig.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+            raise UserError(f"TrainConfig.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
         if self.clip_mode not in ("global", "per_param"):
-            raise ValueError(f"TrainConfig.clip_mode must be 'global' or 'per_param', got {self.clip_mode!r}")
+            raise UserError(f"TrainConfig.clip_mode must be 'global' or 'per_param', got {self.clip_mode!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise UserError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise UserError(f"TrainConfig.max_steps must be >= 0 or None, got {self.max_steps}")
         self.betas = tuple(self.betas)
 
 
@@ -184,7 +210,8 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise UserError(f"device {device!r} requested but CUDA is not available (torch.cuda.is_available() is False): "
+                        "use device 'cpu' or 'auto', or a CPU profile")
     return dev
 
 
@@ -194,7 +221,7 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
     ``auto``: bf16 on CUDA compute capability >= 8, fp16 with a scaler below, fp32 on CPU.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise UserError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         if device.type != "cuda":
             return None, False
@@ -205,7 +232,7 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
     if precision == "bf16":
         return torch.bfloat16, False
     if device.type != "cuda":
-        raise ValueError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
+        raise UserError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
     return torch.float16, True
 
 
@@ -265,7 +292,7 @@ class EpochSampler(Sampler[int]):
 
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
         if n <= 0:
-            raise ValueError("the training dataset is empty")
+            raise UserError("the training dataset is empty")
         self.n, self.seed, self.shuffle, self.rank, self.world_size = n, seed, shuffle, rank, world_size
         self.epoch, self.skip = 0, 0
 
@@ -446,6 +473,7 @@ class Trainer:
         self.step = 0
         self.last_checkpoint: Path | None = None
         self.logger: MetricsLogger | None = None
+        self._stop_signal: int | None = None  # set by a SIGTERM/SIGINT during fit (see _stop_on_signals)
         self.monitored: dict = {"metric": task.monitor, "mode": task.mode, "last": None, "best": None,
                                 "best_step": None}
 
@@ -463,12 +491,67 @@ class Trainer:
         self._bar = tqdm(total=self.stop_at, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                          disable=not (self.config.progress and self.is_main))
         try:
-            while self.step < self.stop_at:
-                last_row = self._train_epoch() or last_row
+            with self._stop_on_signals():
+                while self.step < self.stop_at:
+                    last_row = self._train_epoch() or last_row
         finally:
             self._bar.close()
             self.logger.close()
         return last_row
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGTERM/SIGINT set :attr:`_stop_signal` (checked at step boundaries); a second one stops at once."""
+        self._stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signums = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+        previous = {}
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:  # the second signal: stop now, without a checkpoint
+                for sig, old in previous.items():
+                    signal.signal(sig, old)
+                raise KeyboardInterrupt(f"training stopped at once by a second {signal.Signals(signum).name}")
+            self._stop_signal = signum
+
+        for sig in signums:
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+    def _stop_requested(self, synced: bool) -> bool:
+        """Whether a stop signal arrived (under DDP: on any rank, agreed at ``synced`` steps only)."""
+        if self.world_size == 1:
+            return self._stop_signal is not None
+        if not synced:
+            return False
+        flag = torch.tensor([0 if self._stop_signal is None else int(self._stop_signal)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if int(flag.item()) and self._stop_signal is None:
+            self._stop_signal = int(flag.item())
+        return bool(int(flag.item()))
+
+    def _stop_now(self, info: StepInfo, grad_norm, end_of_epoch: bool, logged: bool, saved: bool) -> None:
+        """Log and checkpoint (unless this step just did) and raise :class:`TrainingInterrupted`."""
+        if not logged:
+            self._raise_if_non_finite()
+            self._log_row(info, grad_norm, end_of_epoch)
+        if not saved:
+            self.save_checkpoint()
+            self._last_ckpt_step = self.step
+        name = signal.Signals(self._stop_signal).name
+        if self.last_checkpoint is not None:
+            where = f"checkpoint {self.last_checkpoint} written; run the same command again to resume"
+        else:
+            where = "no output folder, so nothing was saved"
+        raise TrainingInterrupted(f"training stopped by {name} after step {self.step} of {self.stop_at}: {where}",
+                                  self._stop_signal, self.step, self.last_checkpoint)
 
     def _setup(self) -> None:
         """Loader, optimiser, resume (or seed), output folder, logger, compile, DDP wrapper, in this order."""
@@ -506,12 +589,15 @@ class Trainer:
             self._bar.update(1)
             end_of_epoch = self.step % self.steps_per_epoch == 0
             checkpoint_due = self._checkpoint_due()
-            if checkpoint_due or end_of_epoch or self.step % max(cfg.log_every, 1) == 0:
+            log_due = checkpoint_due or end_of_epoch or self.step % max(cfg.log_every, 1) == 0
+            if log_due:
                 self._raise_if_non_finite()
                 last_row = self._log_row(info, grad_norm, end_of_epoch)
             if checkpoint_due:
                 self.save_checkpoint()
                 self._last_ckpt_step = self.step
+            if self.step < self.stop_at and self._stop_requested(synced=log_due):
+                self._stop_now(info, grad_norm, end_of_epoch, logged=log_due, saved=checkpoint_due)
         return last_row
 
     def _optimizer_step(self, batches: Iterator, info: StepInfo) -> torch.Tensor | None:
@@ -565,8 +651,10 @@ class Trainer:
         self._window.add(out)
 
     def _checkpoint_due(self) -> bool:
-        """After ``self.step`` steps: every ``checkpoint_every`` steps and at the stop."""
+        """After ``self.step`` steps: every ``checkpoint_every`` steps (None: each epoch's end) and at the stop."""
         every = self.config.checkpoint_every
+        if every is None:
+            every = self.steps_per_epoch
         return bool(every and self.step % every == 0) or self.step == self.stop_at
 
     def _log_row(self, info: StepInfo, grad_norm: torch.Tensor | None, end_of_epoch: bool) -> dict:
@@ -621,7 +709,7 @@ class Trainer:
             n = len(self.data)
             self.sampler = EpochSampler(n, cfg.seed, cfg.shuffle, self.rank, self.world_size)
             if self.sampler.per_rank() < cfg.batch_size * cfg.grad_accum_steps:
-                raise ValueError(
+                raise UserError(
                     f"the dataset has {n} samples ({self.sampler.per_rank()} per process), fewer than one optimiser "
                     f"step needs (batch_size {cfg.batch_size} x grad_accum_steps {cfg.grad_accum_steps})")
             self.loader = DataLoader(
@@ -643,7 +731,7 @@ class Trainer:
             raise TypeError(f"data must be a Dataset or a loader factory, got {type(self.data).__name__}")
         self.steps_per_epoch = micro // cfg.grad_accum_steps
         if self.steps_per_epoch < 1:
-            raise ValueError("not enough data for one optimiser step per epoch")
+            raise UserError("not enough data for one optimiser step per epoch")
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         eff = cfg.batch_size * cfg.grad_accum_steps * self.world_size
@@ -744,7 +832,7 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
         if ckpt.get("steps_per_epoch") != self.steps_per_epoch or ckpt.get("world_size", 1) != self.world_size:
-            raise ValueError(
+            raise UserError(
                 f"checkpoint {path} was written with {ckpt.get('steps_per_epoch')} steps per epoch on "
                 f"{ckpt.get('world_size', 1)} process(es); this run has {self.steps_per_epoch} on {self.world_size}: "
                 "use the same data, batch size, accumulation and process count, or a new --out folder")

@@ -372,6 +372,10 @@ def load_finetuned(out_dir) -> FinetuneTask:
     encoder = create_encoder(e["name"], patch_size=e["patch_size"], img_size=e["img_size"], in_chans=e["in_chans"])
     h = info["head"]
     head = build_head(h["task"], encoder, h["protocol"], decoder_dim=h["decoder_dim"])
-    head.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True), strict=True)
+    from sarssl.train.checkpoint import load_state_dict_checked, safe_load
+
+    weights = out / "model.pt"  # safe load, and a mismatch or a truncated file named in one line
+    load_state_dict_checked(head, safe_load(weights, "cpu", "fine-tuned weights"), weights,
+                            f"the {h['task']} {h['protocol']} head described by {info_path}")
     task = FinetuneTask(head, h["task"], h["protocol"] if h["protocol"] != "knn" else "frozen")
     return task.eval()

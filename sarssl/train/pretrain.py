@@ -6,6 +6,16 @@ from it, and trains into ``out_dir``. The resolved configuration is saved in ``r
 ``checkpoint.pt`` (``"run_config"``); loaders rebuild models from it. Running the same call again
 resumes from ``out_dir/checkpoint.pt``; a finished run returns at once.
 
+Run identity: a run folder belongs to one run. :func:`run_identity` is what makes a run: the method, the
+profile, the AOIs with a content fingerprint of their split files (:func:`sarssl.data.fingerprint.split_digest`,
+so another region, another simulation seed or another chip subset is another run), the seed and the
+complete resolved configuration except :data:`RESUMABLE_FIELDS`. Before anything is written,
+:func:`check_run_folder` compares it with the identity saved in ``out_dir/run.json`` (or, for folders
+written before identities were saved, the saved method, profile, AOIs, seed and configuration): a
+different run is refused with one line naming the differing fields and suggesting a new ``--out``.
+``run.json`` is written after the check. The data folder's path is recorded but not compared: a region
+moved elsewhere (with the same split files) resumes.
+
 Methods live in :data:`PRETRAIN_METHODS`: ``name -> builder(ctx) -> PretrainSetup``. A builder gets
 a :class:`PretrainContext` (the resolved :class:`~sarssl.profiles.RunConfig`, data root, AOIs,
 output folder, seed) and returns the task, the training dataset, the :class:`TrainConfig` and an
@@ -19,11 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sarssl.errors import UserError
 from sarssl.profiles import RunConfig
 from sarssl.train.engine import TrainConfig, Trainer
 
 #: The S1 product pretraining reads by default (the study's 2020 seasonal composites; ``data.s1_product``).
 S1_PRODUCT = "s1grd-2020"
+
+#: Configuration fields (``section.field``; ``*`` = the method's section) a resumed run may change: they
+#: change when a run stops, how often it checkpoints and logs, and how the data is loaded, never the
+#: trained numbers. ``max_steps`` splits a run in pieces (the chapters do). Everything else, ``epochs``
+#: included (it sets the learning-rate and momentum schedules), is part of the run's identity: to train
+#: longer, start a new run folder.
+RESUMABLE_FIELDS = ("engine.max_steps", "engine.resume", "engine.find_unused_parameters", "data.num_workers",
+                    "data.decode_on_device", "*.checkpoint_every", "*.log_every", "*.tensorboard", "mae.decode")
 
 
 @dataclass
@@ -72,14 +91,14 @@ def pretrain_dataset(ctx: PretrainContext, s1_product: str = S1_PRODUCT, split="
                       normalization="fit", norm_tiles=ctx.config.data.norm_tiles, seed=ctx.seed,
                       progress=ctx.progress, decode=decode)
     if len(ds) == 0:
-        raise ValueError(f"no {split} chips with {s1_product} under {ctx.data_root} for AOIs {ctx.aois}")
+        raise UserError(f"no {split} chips with {s1_product} under {ctx.data_root} for AOIs {ctx.aois}")
     return ds
 
 
 def _check_size(ds, img_size: int, what: str) -> None:
     h, w = ds.chip_shape
     if (h, w) != (img_size, img_size):
-        raise ValueError(f"{what}: chips are {h}x{w} px but the encoder expects {img_size}x{img_size}; "
+        raise UserError(f"{what}: chips are {h}x{w} px but the encoder expects {img_size}x{img_size}; "
                          "pick a profile whose model.img_size matches the data's chip size")
 
 
@@ -94,7 +113,7 @@ def mae_train_config(config: RunConfig, n_train: int, out_dir=None, seed: int = 
         epochs=m.epochs, batch_size=m.batch_size, base_lr=m.base_lr, lr=m.lr, min_lr=m.min_lr,
         warmup_epochs=m.warmup_epochs, weight_decay=m.weight_decay, weight_decay_end=m.weight_decay_end,
         betas=m.betas, clip_grad=m.clip_grad, clip_mode=m.clip_mode,
-        checkpoint_every=max(1, steps) if m.checkpoint_every is None else m.checkpoint_every,
+        checkpoint_every=m.checkpoint_every,  # None: at the end of each epoch (the engine counts the steps)
         log_every=max(1, min(10, steps)) if m.log_every is None else m.log_every,
         tensorboard=m.tensorboard, num_workers=config.data.num_workers, device=config.engine_device, seed=seed,
         out_dir=str(out_dir) if out_dir is not None else None, progress=progress, **config.engine_kwargs())
@@ -149,7 +168,7 @@ def run_pretrain(method: str, profile="auto", data_root: str | Path = ".", out_d
 
     Args:
         profile: profile name (``"auto"``, ``"smoke"``, ``"cpu"``, ``"gpu"``, ``"paper"``) or a Profile.
-        aoi: AOI name or list (default: every AOI under ``data_root``).
+        aoi: AOI name or list (default: every AOI under ``data_root``); an AOI given twice is refused.
         overrides: flat configuration names (:func:`sarssl.profiles.train_config`): the method's
             section (``epochs``, ``batch_size``, ``base_lr``, ``mask_ratio``, ``out_dim``...), then
             ``model``, ``data`` and ``engine`` fields (``max_steps``, ``precision``...).
@@ -157,14 +176,17 @@ def run_pretrain(method: str, profile="auto", data_root: str | Path = ".", out_d
 
     Returns:
         ``out_dir`` holding ``checkpoint.pt``, ``encoder.pth``/``encoder.json``, ``metrics.csv``,
-        ``tb/`` and ``run.json`` (method, profile, data root, AOIs, seed and the resolved ``config``).
-        The same call again resumes.
+        ``tb/`` and ``run.json`` (method, profile, data root, AOIs, seed, the resolved ``config`` and the
+        run's ``identity``). The same call again resumes; a call describing another run (another
+        method, data, seed or configuration, see :data:`RESUMABLE_FIELDS`) is refused before anything
+        is written (:class:`~sarssl.errors.UserError`).
     """
-    from sarssl.data.layout import list_aois
+    from sarssl.data.layout import check_unique_aois, list_aois
     from sarssl.profiles import train_config
+    from sarssl.train.checkpoint import atomic_write_text
 
     if method not in PRETRAIN_METHODS:
-        raise ValueError(f"unknown pretraining method {method!r}: expected one of {sorted(PRETRAIN_METHODS)}")
+        raise UserError(f"unknown pretraining method {method!r}: expected one of {sorted(PRETRAIN_METHODS)}")
     overrides = dict(overrides or {})
     run_seed = int(seed if seed is not None else overrides.get("seed", 0))
     overrides.pop("seed", None)
@@ -172,10 +194,12 @@ def run_pretrain(method: str, profile="auto", data_root: str | Path = ".", out_d
     root = Path(data_root)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {str(root)!r} does not exist")
-    aois = [aoi] if isinstance(aoi, str) else list(aoi) if aoi else list_aois(root)
+    aois = check_unique_aois(aoi) if aoi else list_aois(root)
     if not aois:
         raise FileNotFoundError(f"no AOI folder with a split file under {str(root)!r}")
     out = Path(out_dir)
+    identity = run_identity(method, cfg, root, aois, run_seed)
+    check_run_folder(out, identity)  # before anything is built or written
     ctx = PretrainContext(cfg, root, aois, out, run_seed, progress)
     setup = PRETRAIN_METHODS[method](ctx)
     trainer = Trainer(setup.task, setup.data, setup.config, collate_fn=setup.collate_fn,
@@ -183,13 +207,173 @@ def run_pretrain(method: str, profile="auto", data_root: str | Path = ".", out_d
     if trainer.is_main:
         out.mkdir(parents=True, exist_ok=True)
         info = {"method": method, "profile": cfg.profile, "data_root": str(root), "aois": aois,
-                "overrides": overrides, "seed": run_seed, "config": cfg.to_dict()}
-        (out / "run.json").write_text(json.dumps(info, indent=2, default=str))
+                "overrides": overrides, "seed": run_seed, "config": cfg.to_dict(), "identity": identity,
+                "fingerprint": identity_fingerprint(identity)}
+        atomic_write_text(json.dumps(info, indent=2, default=str), out / "run.json")
     try:
         trainer.fit()
     finally:
         trainer.close()
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Run identity
+# --------------------------------------------------------------------------------------------
+def _resumable(method: str) -> set[str]:
+    return {f.replace("*", method, 1) for f in RESUMABLE_FIELDS}
+
+
+def identity_config(config: dict, method: str) -> dict:
+    """``RunConfig.to_dict()`` without the :data:`RESUMABLE_FIELDS` (and without ``method``/``profile``,
+    which the identity holds at its top level): the configuration part of a run's identity."""
+    drop = _resumable(method)
+    return {k: ({f: v2 for f, v2 in v.items() if f"{k}.{f}" not in drop} if isinstance(v, dict) else v)
+            for k, v in config.items() if k not in ("method", "profile")}
+
+
+def run_identity(method: str, config: RunConfig, data_root, aois, seed: int) -> dict:
+    """What makes a run: method, profile, AOIs, the split files' fingerprints, seed, configuration.
+
+    ``data_fingerprint`` maps each AOI to :func:`sarssl.data.fingerprint.split_digest` of its split file
+    (cheap: one small file per AOI); ``config`` is :func:`identity_config` of the resolved configuration.
+    """
+    from sarssl.data.fingerprint import data_fingerprint
+
+    return {"method": method, "profile": config.profile, "aois": list(aois),
+            "data_fingerprint": data_fingerprint(data_root, aois), "seed": int(seed),
+            "config": identity_config(config.to_dict(), method)}
+
+
+def identity_fingerprint(identity: dict) -> str:
+    """A short hash of a run identity (12 hex digits)."""
+    from sarssl.data.fingerprint import short_hash
+
+    return short_hash(json.dumps(identity, sort_keys=True, default=str), 12)
+
+
+def saved_identity(run_dir: str | Path) -> dict | None:
+    """The identity of the run in ``run_dir`` (``None`` for a folder holding no run).
+
+    From ``run.json``'s ``identity``; for a run written before identities were saved, the parts its
+    ``run.json`` (or, without one, its checkpoint's ``run_config``) records: a part it does not record
+    (the data fingerprint) is left out, so it is not compared.
+    """
+    run_dir = Path(run_dir)
+    info_path = run_dir / "run.json"
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{info_path} cannot be read ({e}): it is not a run record of sarssl; pass a new --out "
+                            "folder") from e
+        if not isinstance(info, dict):
+            raise UserError(f"{info_path} is not a run record of sarssl (not a JSON object); pass a new --out folder")
+        if isinstance(info.get("identity"), dict):
+            return info["identity"]
+        out = {k: info[k] for k in ("method", "profile", "aois", "seed") if k in info}
+        method = info.get("method")
+        if method in PRETRAIN_METHODS:
+            try:
+                out["config"] = identity_config(load_run_config(run_dir).to_dict(), method)
+            except (ValueError, TypeError, KeyError):
+                pass  # an unreadable legacy configuration: compared on the other parts only
+        return out
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.is_file():
+        from sarssl.train.checkpoint import load_checkpoint
+
+        run_config = load_checkpoint(ckpt_path, map_location="cpu").get("run_config")
+        if not isinstance(run_config, dict) or "method" not in run_config:
+            return {}
+        return {"method": run_config["method"], "profile": run_config.get("profile"),
+                "config": identity_config(run_config, run_config["method"])}
+    return None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _field_defaults(method: str) -> dict:
+    """``config.<section>.<field>`` -> the field's default, for fields that have one (to compare a
+    configuration saved before a field existed: it ran with the default)."""
+    import dataclasses
+
+    from sarssl.profiles import METHOD_SECTIONS, DataConfig, EngineConfig, ModelConfig
+
+    out = {}
+    sections = {"model": ModelConfig, "data": DataConfig, "engine": EngineConfig}
+    if method in METHOD_SECTIONS:
+        sections[method] = METHOD_SECTIONS[method]
+    for name, cls in sections.items():
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                value = f.default
+                out[f"config.{name}.{f.name}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+_ORDER = ("method", "profile", "aois", "data_fingerprint", "seed")
+
+
+def identity_differences(saved: dict, current: dict) -> list[str]:
+    """Human-readable differences between two run identities (parts ``saved`` lacks are not compared)."""
+    if saved.get("method") not in (None, current.get("method")):  # another method: the sections differ anyway
+        saved = {k: v for k, v in saved.items() if k != "config"}
+    a, b = _flat(saved), _flat(current)
+    defaults = _field_defaults(str(current.get("method")))
+    missing = "<none>"
+    diffs = []
+    for key in sorted(set(a) | set(b), key=lambda k: (k.split(".")[0] not in _ORDER, k)):
+        top = key.split(".", 1)[0]
+        if top not in saved:
+            continue
+        old = a.get(key, defaults.get(key, missing))
+        new = b.get(key, missing)
+        if old == new:
+            continue
+        if top == "data_fingerprint":
+            if key in a and key in b:
+                diffs.append(f"the split file of AOI {key.split('.', 1)[1]!r} differs (data fingerprint {old} -> {new})")
+            continue  # an AOI added or removed shows in 'aois'
+        name = key[len("config."):] if top == "config" else key
+        diffs.append(f"{name} {_short(old)} -> {_short(new)}")
+    return diffs
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_run_folder(out_dir: str | Path, identity: dict) -> None:
+    """Refuse (:class:`~sarssl.errors.UserError`) an ``out_dir`` that holds another run than ``identity``.
+
+    A missing or empty folder, or one holding this run (to resume or already finished), passes. Nothing
+    is written.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"run folder {str(out)!r} is a file, not a folder: pass a folder to --out")
+    if not out.is_dir():
+        return
+    saved = saved_identity(out)
+    if saved is None:
+        return
+    diffs = identity_differences(saved, identity)
+    if not diffs:
+        return
+    shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
+    raise UserError(f"run folder {str(out)!r} holds another run (saved -> now: {shown}): pass a new --out folder "
+                    "for this run, or resume this one with the settings it was started with")
 
 
 def load_run_config(run_dir: str | Path, method: str | None = None) -> RunConfig:
@@ -203,9 +387,12 @@ def load_run_config(run_dir: str | Path, method: str | None = None) -> RunConfig
     info_path = Path(run_dir) / "run.json"
     if not info_path.is_file():
         raise FileNotFoundError(f"{info_path} does not exist: was {run_dir} written by run_pretrain?")
-    info = json.loads(info_path.read_text())
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{info_path} cannot be read as a run record: {e}") from e
     if method is not None and info.get("method") != method:
-        raise ValueError(f"{info_path} describes a {info.get('method')!r} run, expected {method!r}")
+        raise UserError(f"{info_path} describes a {info.get('method')!r} run, expected {method!r}")
     if "config" in info:
         return RunConfig.from_dict(info["config"])
     known = {k.name for k in knobs(info["method"])} | {"device"}

@@ -14,26 +14,42 @@ whose rows are all present is skipped, so an interrupted sweep resumes with the 
 
 Frozen protocols extract each encoder's features once per method (per seed for random encoders)
 and train every fraction and seed on the cache.
+
+Every row carries the sweep's identity as a short ``fingerprint`` column (:func:`sweep_identity`:
+the profile, its encoder and fine-tuning configuration without the grid, the split files of the
+in-region and out-of-region data, the year, ``epochs`` and the overrides). Before anything runs,
+:func:`check_sweep_csv` refuses an output path that is a folder, an existing file that is not a sweep
+CSV, or a sweep CSV with rows of another identity (or of an older sarssl, without the column), so two
+sweeps never mix in one file.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from sarssl.errors import UserError
 from sarssl.train.metrics import higher_is_better
 from sarssl.train.tasks import FROZEN_PROTOCOLS, METHODS, PROTOCOLS, TARGETS, get_target, products_for
 
-__all__ = ["SweepRun", "KEY_COLUMNS", "RUN_KEY", "plan_runs", "read_results", "append_rows", "finished_runs",
-           "run_sweep", "summarize", "label_savings", "METHODS"]
+__all__ = ["SweepRun", "KEY_COLUMNS", "RUN_KEY", "FINGERPRINT_COLUMN", "plan_runs", "read_results", "append_rows",
+           "finished_runs", "run_sweep", "summarize", "label_savings", "METHODS", "sweep_identity", "sweep_output",
+           "SweepOutput", "check_sweep_csv"]
 
 KEY_COLUMNS = ("task", "method", "protocol", "limit_pct", "n_tiles", "seed", "region")
 RUN_KEY = ("task", "method", "protocol", "limit_pct", "seed")
+#: the column holding the sweep's identity (:func:`sweep_identity`) as 12 hex digits, last in every row
+FINGERPRINT_COLUMN = "fingerprint"
+#: fine-tuning fields that are not part of a sweep's identity: the grid (each row names its point) and
+#: what does not change the numbers
+_GRID_FIELDS = ("label_fractions", "seeds", "protocol", "tasks", "num_workers", "checkpoint_every", "log_every",
+                "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -77,26 +93,117 @@ def plan_runs(tasks, methods, fractions, seeds, protocol="finetune") -> list[Swe
             for m in methods for t in tasks for f in fractions for s in seeds]
 
 
+# --------------------------------------------------------------------------------------------
+# The results file: identity, checks, reading and appending
+# --------------------------------------------------------------------------------------------
+def sweep_identity(profile, data_root, aoi: str, ood=None, year: int = 2020, epochs: int | None = None,
+                   overrides: dict | None = None) -> dict:
+    """What makes a sweep's rows comparable: the profile's name, encoder and fine-tuning configuration
+    (without the grid: fractions, seeds, tasks and protocol are in every row), the split-file fingerprints
+    (:func:`sarssl.data.fingerprint.split_digest`) of the in-region AOI and of the out-of-region one, the
+    year, ``epochs`` and the overrides of :func:`run_sweep`."""
+    from sarssl.data.fingerprint import data_fingerprint
+    from sarssl.profiles import get_profile
+
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    ft = {k: v for k, v in asdict(prof.finetune).items() if k not in _GRID_FIELDS}
+    data = {"in": data_fingerprint(data_root, [aoi])}
+    if ood:
+        data["out"] = data_fingerprint(ood[0], [ood[1]])
+    identity = {"profile": prof.name, "model": asdict(prof.model), "finetune": ft, "data": data, "year": int(year),
+                "epochs": epochs, "overrides": dict(sorted((overrides or {}).items()))}
+    return json.loads(json.dumps(identity, default=str))
+
+
+class SweepOutput(os.PathLike):
+    """A results path with the sweep's identity: :func:`append_rows` writes its :attr:`fingerprint` into
+    every row. Made (and checked) by :func:`sweep_output`; usable wherever a path is."""
+
+    def __init__(self, path, identity: dict):
+        from sarssl.data.fingerprint import short_hash
+
+        self.path = Path(path)
+        self.identity = identity
+        self.fingerprint = short_hash(json.dumps(identity, sort_keys=True), 12)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"SweepOutput({str(self.path)!r}, fingerprint={self.fingerprint!r})"
+
+
+def sweep_output(out_csv, profile, data_root, aoi: str, ood=None, year: int = 2020, epochs: int | None = None,
+                 overrides: dict | None = None) -> SweepOutput:
+    """``out_csv`` with the sweep's identity (:func:`sweep_identity`), checked by :func:`check_sweep_csv`
+    before anything runs."""
+    out = SweepOutput(out_csv.path if isinstance(out_csv, SweepOutput) else out_csv,
+                      sweep_identity(profile, data_root, aoi, ood, year, epochs, overrides))
+    check_sweep_csv(out.path, out.fingerprint)
+    return out
+
+
+def check_sweep_csv(path, fingerprint: str | None = None) -> None:
+    """Refuse (:class:`~sarssl.errors.UserError`) a results path a sweep must not write to.
+
+    A folder, a path under a file, an existing file that is not a sweep CSV (no key columns), and, with
+    ``fingerprint``, a sweep CSV holding rows of another sweep identity or rows without a fingerprint
+    (written by an older sarssl). A missing or empty file passes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"sweep results path {str(path)!r} is a folder: pass a CSV file, e.g. {str(path / 'sweep.csv')!r}")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"sweep results path {str(path)!r}: {str(parent)!r} is a file, not a folder")
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    hint = "pass another --out (out_csv), or delete the file to start this sweep afresh"
+    try:
+        df = pd.read_csv(path, dtype={FINGERPRINT_COLUMN: str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as e:
+        raise UserError(f"{str(path)!r} exists and is not a sweep results CSV ({type(e).__name__}): {hint}") from e
+    missing = [c for c in KEY_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{str(path)!r} exists and is not a sweep results CSV (no column(s) {missing}): {hint}")
+    if fingerprint is None or df.empty:
+        return
+    if FINGERPRINT_COLUMN not in df.columns or df[FINGERPRINT_COLUMN].isna().any():
+        raise UserError(f"{str(path)!r} holds sweep rows without a {FINGERPRINT_COLUMN!r} column (an older sarssl "
+                        f"wrote them, so their data and configuration are unknown): {hint}")
+    other = sorted(set(df[FINGERPRINT_COLUMN]) - {fingerprint})
+    if other:
+        raise UserError(f"{str(path)!r} holds rows of another sweep (fingerprint {', '.join(other)}; this sweep is "
+                        f"{fingerprint}: another profile, data region, fine-tuning configuration, epochs or "
+                        f"overrides): {hint}")
+
+
 def read_results(path) -> pd.DataFrame:
     """The sweep CSV as a DataFrame (empty, with the key columns, when the file does not exist)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame(columns=list(KEY_COLUMNS))
-    return pd.read_csv(path)
+    return pd.read_csv(path, dtype={FINGERPRINT_COLUMN: str})
 
 
 def append_rows(path, rows: list[dict]) -> pd.DataFrame:
     """Append ``rows`` to the CSV at ``path`` atomically (rewrite via a temporary file + ``os.replace``).
 
-    New metric columns are added (missing values empty); key columns stay first.
+    New metric columns are added (missing values empty); key columns stay first. With a
+    :class:`SweepOutput` each row gets its ``fingerprint`` (the last column).
     """
+    if isinstance(path, SweepOutput):
+        rows = [{**r, FINGERPRINT_COLUMN: path.fingerprint} for r in rows]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     old = read_results(path)
     new = pd.DataFrame(rows)
     df = new if old.empty else pd.concat([old, new], ignore_index=True)
     first = [c for c in KEY_COLUMNS if c in df.columns]
-    last = [c for c in ("n_eval", "steps", "seconds") if c in df.columns]
+    last = [c for c in ("n_eval", "steps", "seconds", FINGERPRINT_COLUMN) if c in df.columns]
     df = df[first + [c for c in df.columns if c not in first and c not in last] + last]
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     df.to_csv(tmp, index=False)
@@ -150,6 +257,7 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
         raise ValueError("run_sweep needs data_root (an M3LEO root) and out_csv (the results file); the book "
                          "layer's defaults are sarssl.workspace.simulated_region(profile) and sweep_csv(profile)")
     prof = get_profile(profile) if isinstance(profile, str) else profile
+    out_csv = sweep_output(out_csv, prof, data_root, aoi, ood, year, epochs, overrides)  # identity; path checked first
     ft = prof.finetune
     tasks = tuple(tasks or ft.tasks)
     fractions = tuple(fractions or ft.label_fractions)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sarssl.data.products import PRODUCT_SPECS
+from sarssl.errors import UserError
 
 __all__ = ["TargetSpec", "TARGETS", "PROTOCOLS", "FROZEN_PROTOCOLS", "METHODS", "get_target", "products_for"]
 
@@ -59,7 +60,7 @@ def get_target(task: str | TargetSpec) -> TargetSpec:
     if isinstance(task, TargetSpec):
         return task
     if task not in TARGETS:
-        raise ValueError(f"unknown fine-tuning task {task!r}: expected one of {sorted(TARGETS)}")
+        raise UserError(f"unknown fine-tuning task {task!r}: expected one of {sorted(TARGETS)}")
     return TARGETS[task]
 
 

@@ -498,3 +498,171 @@ def test_cli_unexpected_error_keeps_traceback(tmp_path, capsys, monkeypatch, exc
     assert "bug in sarssl" in err[-1] and "report it with the traceback" in err[-1]
     with pytest.raises(type(exc)):
         main(["--debug", "simulate", str(tmp_path), "--quiet"])
+
+
+# ------------------------------------------------------------------------------------------------
+# chips: odd-sized, input channels all no-data; stale caches; repeated AOIs; sarssl stats
+# ------------------------------------------------------------------------------------------------
+def _rewrite_s1(layout, ident, codes):
+    """Overwrite one chip's S1 GeoTIFF in place with ``codes`` (16, H, W) uint8 on the chip's origin."""
+    import rasterio
+
+    from sarssl.data.products import S1GRD_BANDS
+
+    path = layout.chip_path("s1grd-2020", ident)
+    with rasterio.open(path) as src:
+        profile = src.profile
+    profile.update(height=codes.shape[1], width=codes.shape[2])
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(codes)
+        dst.descriptions = tuple(S1GRD_BANDS)
+    return path
+
+
+@pytest.fixture
+def chips(tmp_path, write_m3leo):
+    return write_m3leo(tmp_path / "root", n_chips=10, size=32, bad=False)
+
+
+def _dataset(fx, **kw):
+    from sarssl.data.datasets import M3LEODataset
+
+    kw = {"split": "train", "products": ("s1grd-2020", "esaworldcover-2020"), "normalization": None,
+          "progress": False, **kw}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = M3LEODataset(fx.layout.root, fx.layout.aoi, **kw)
+    return ds, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_odd_sized_chip_is_skipped_naming_the_file(chips, tmp_path, cached):
+    fx = chips
+    train = [i for i in fx.ids if fx.splits[i] == "train"]
+    odd = train[2]
+    path = _rewrite_s1(fx.layout, odd, fx.truth[odd]["s1"][:, :24, :24])  # 24x24 among 32x32 chips
+    ds, msgs = _dataset(fx, cache_dir=tmp_path / "cache" if cached else None)
+    assert ds.skipped == {"shape": [f"fx/{odd}"]} and ds.skip_counts == {"shape": 1}
+    assert any(str(path) in m and "24x24" in m and "32x32" in m and "(shape)" in m for m in msgs)
+    assert len(ds) == len(train) - 1 and ds.chip_shape == (32, 32)
+    batches = list(torch.utils.data.DataLoader(ds, batch_size=len(ds)))  # no collate traceback
+    assert batches[0]["worldcover"].shape == (len(ds), 32, 32)
+    with pytest.raises(UserError, match=rf"{odd}.*\(shape\)"):
+        _dataset(fx, on_bad="raise", cache_dir=tmp_path / "cache" if cached else None)
+
+
+def test_aois_of_different_chip_sizes_are_refused(tmp_path, write_m3leo):
+    from sarssl.data.datasets import M3LEODataset
+
+    write_m3leo(tmp_path, "aa", n_chips=5, size=32, bad=False)
+    write_m3leo(tmp_path, "bb", n_chips=5, size=16, bad=False)
+    with pytest.raises(UserError, match=r"chips differ in size \(aa 32x32 px, bb 16x16 px\)"):
+        M3LEODataset(tmp_path, ["aa", "bb"], products=("s1grd-2020",), normalization=None, progress=False)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_chip_with_every_input_channel_nodata_is_skipped(chips, tmp_path, cached):
+    from sarssl.data.m3leo import channel_names
+    from sarssl.data.products import S1GRD_BANDS
+
+    fx = chips
+    train = [i for i in fx.ids if fx.splits[i] == "train"]
+    des_only = train[1]
+    codes = fx.truth[des_only]["s1"].copy()
+    codes[[k for k, b in enumerate(S1GRD_BANDS) if b.endswith("asc")]] = 0  # descending-only coverage
+    path = _rewrite_s1(fx.layout, des_only, codes)
+    cache = tmp_path / "cache" if cached else None
+    ds, msgs = _dataset(fx, cache_dir=cache)
+    assert ds.skipped == {"input_nodata": [f"fx/{des_only}"]}
+    assert any(str(path) in m and "none of the input channels has a valid pixel" in m and "descending" in m
+               for m in msgs)
+    assert f"fx/{des_only}" not in {f"{a}/{i}" for a, i in ds.items}
+    # descending input channels see the chip as it is
+    des, _ = _dataset(fx, channels=channel_names(pass_="des"), cache_dir=cache)
+    assert des.skipped == {} and len(des) == len(train)
+
+
+def test_zeroed_worldcover_chip_is_seen_by_a_new_cached_dataset(chips, tmp_path):
+    """A label chip zeroed in place (and a repaired S1 chip): the next dataset on the same packed cache folder
+    reads the files as they are now, and the numbers of an unchanged dataset stay identical."""
+    import rasterio
+
+    from sarssl.data.products import IGNORE_INDEX
+
+    fx = chips
+    cache = tmp_path / "cache"
+    before, _ = _dataset(fx, cache_dir=cache)
+    again, _ = _dataset(fx, cache_dir=cache)
+    assert again.items == before.items and again.caches["fx"].folder == before.caches["fx"].folder
+    for i in range(len(before)):
+        assert torch.equal(before[i]["worldcover"], again[i]["worldcover"])
+    target = before.items[0][1]
+    wc = fx.layout.chip_path("esaworldcover-2020", target)
+    with rasterio.open(wc, "r+") as dst:
+        dst.write(np.zeros((1, 32, 32), np.uint8))  # every pixel no-data (0), in place
+    after, _ = _dataset(fx, cache_dir=cache)
+    assert after.caches["fx"].folder != before.caches["fx"].folder
+    k = [i for _, i in after.items].index(target)
+    assert (after[k]["worldcover"] == IGNORE_INDEX).all() and not (before[0]["worldcover"] == IGNORE_INDEX).all()
+    # a broken chip is skipped, and once repaired it is read again
+    broken = before.items[1][1]
+    s1 = fx.layout.chip_path("s1grd-2020", broken)
+    good_bytes = s1.read_bytes()
+    s1.write_bytes(b"II*\x00 not a GeoTIFF any more" * 10)
+    skipped, _ = _dataset(fx, cache_dir=cache)
+    assert skipped.skipped == {"corrupt": [f"fx/{broken}"]}
+    s1.write_bytes(good_bytes)
+    repaired, _ = _dataset(fx, cache_dir=cache)
+    assert repaired.skipped == {} and len(repaired) == len(before)
+
+
+def test_normalisation_is_keyed_by_content(tmp_path, monkeypatch):
+    from sarssl.data.datasets import M3LEODataset
+    from sarssl.data.simulate import simulate_region
+
+    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
+    root = tmp_path / "root"
+    kw = dict(split="train", products=("s1grd-2020",), normalization="fit", norm_tiles=4, progress=False)
+    simulate_region(root, n_chips=10, chip_size=16, seed=0, progress=False)
+    a = M3LEODataset(root, "sim-a", **kw)
+    a2 = M3LEODataset(root, "sim-a", **kw)  # unchanged data: the same file, the same numbers
+    assert a2.norm_path == a.norm_path and np.array_equal(a2.norm.mean, a.norm.mean) and a2.items == a.items
+    assert a.norm.n_tiles == 4 and a.norm.key["data"]["sim-a"]["split"]
+    fresh = a.fit_normalization(4, 0, progress=False)  # only the key changed: the statistics are a plain fit's
+    assert np.array_equal(fresh.mean, a.norm.mean) and np.array_equal(fresh.std, a.norm.std)
+    simulate_region(root, n_chips=10, chip_size=16, seed=1, progress=False, overwrite=True)  # same root, new seed
+    b = M3LEODataset(root, "sim-a", **kw)
+    assert b.norm_path != a.norm_path and not np.array_equal(b.norm.mean, a.norm.mean)
+    assert len(list((tmp_path / "ws" / "norm").glob("norm_*.json"))) == 2
+
+
+def test_repeated_aoi_is_refused_naming_it(chips, tmp_path, capsys):
+    from sarssl.cli import main
+    from sarssl.data.datasets import M3LEODataset
+    from sarssl.train.pretrain import run_pretrain
+
+    fx = chips
+    with pytest.raises(UserError, match=r"AOI 'fx' given more than once"):
+        M3LEODataset(fx.layout.root, ["fx", "fx"], normalization=None, progress=False)
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=r"AOI 'fx' given more than once"):
+        run_pretrain("mae", "smoke", fx.layout.root, out, aoi=["fx", "fx"], progress=False)
+    assert not out.exists()  # refused before anything was written
+    for args in (["pretrain", "mae", "--profile", "smoke", "--data", str(fx.layout.root), "--out", str(out),
+                  "--aoi", "fx", "--aoi", "fx"],
+                 ["stats", str(fx.layout.root), "--aoi", "fx", "--aoi", "fx"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "'fx' given more than once" in err[0]
+
+
+def test_stats_reports_the_tiles_it_used(chips, capsys):
+    from sarssl.cli import main
+
+    fx = chips
+    n_train = sum(s == "train" for s in fx.splits.values())
+    assert main(["stats", str(fx.layout.root), "--n-tiles", "1000000"]) == 0
+    out = capsys.readouterr().out
+    assert f"input channels over all {n_train} valid train tiles (dB)" in out and "1000000" not in out
+    assert main(["stats", str(fx.layout.root), "--n-tiles", "2"]) == 0
+    assert "input channels over 2 sampled train tiles (dB)" in capsys.readouterr().out

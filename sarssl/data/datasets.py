@@ -404,7 +404,9 @@ class M3LEODataset(Dataset):
         skipped = {r: [i for i in v if i in sel] for r, v in pc.skipped.items()}
         skipped = {r: v for r, v in skipped.items() if v}
         if on_bad == "raise" and skipped:
-            raise UserError(f"M3LEO: bad chips in AOI {aoi!r}: {skipped}")
+            reason, bad = next(iter(skipped.items()))
+            first = pc.details.get(bad[0], f"M3LEO: chip {bad[0]!r} of AOI {aoi!r} is bad ({reason})")
+            raise UserError(f"{first} (bad chips in AOI {aoi!r}: {skipped})")
         # report the selected bad chips (the validation may come from the cache index)
         for r, v in skipped.items():
             for i in v:

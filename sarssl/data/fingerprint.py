@@ -6,8 +6,9 @@ Two kinds, both cheap:
   hash of the layout). Split files are small, so they are read whole. Run identities
   (:func:`sarssl.train.pretrain.run_identity`) and sweep fingerprints use it: a different region,
   another simulation seed or another chip subset has another split file.
-- :func:`chip_files_digest`: a hash of the size and modification time (nanoseconds) of each chip file of
-  the products read, from ``stat`` calls only (no file is read). The packed cache and the normalisation
+- :func:`chip_files_digest`: a hash of the size, modification and change times (nanoseconds) and inode of
+  each chip file of the products read, from ``stat`` calls only (no file is read). The change time and the
+  inode catch what a restored modification time hides (``touch -d``, ``rsync -a``, a file moved into place). The packed cache and the normalisation
   file are keyed by it, so a chip rewritten in place (zeroed, repaired, re-simulated) changes the key and
   what was derived from it is rebuilt. A missing file hashes as missing.
 
@@ -49,7 +50,8 @@ def split_digest(layout: AOILayout) -> str:
 
 
 def chip_files_digest(layout: AOILayout, products: Iterable[str], ids: Iterable[str]) -> str:
-    """Hash of ``(product, id, size, mtime_ns)`` of every chip file of ``products`` x ``ids`` (``stat`` only).
+    """Hash of ``(product, id, size, mtime_ns, ctime_ns, inode)`` of every chip file of ``products`` x ``ids``
+    (``stat`` only).
 
     Sorted by product and id, so the order of the arguments does not matter; a missing file counts as
     missing (so it appearing later changes the digest too).
@@ -61,7 +63,7 @@ def chip_files_digest(layout: AOILayout, products: Iterable[str], ids: Iterable[
         for ident in sorted(set(ids)):
             try:
                 st = os.stat(folder / f"{ident}.tif")
-                entry = f"{ident}:{st.st_size}:{st.st_mtime_ns}\n"
+                entry = f"{ident}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}\n"
             except FileNotFoundError:
                 entry = f"{ident}:missing\n"
             h.update(entry.encode())

@@ -478,9 +478,16 @@ class Trainer:
                                 "best_step": None}
 
     # -- the loop, top to bottom ----------------------------------------------------------
-    def fit(self) -> dict:
-        """Train to the end (or ``max_steps``); returns the last logged metrics row."""
+    def fit(self, on_ready: Callable[[], None] | None = None) -> dict:
+        """Train to the end (or ``max_steps``); returns the last logged metrics row.
+
+        ``on_ready()`` is called once the loader, the optimiser and the resume are set up (a checkpoint
+        that does not fit has been refused by then), before the first step: ``run_pretrain`` writes
+        ``run.json`` there.
+        """
         self._setup()
+        if on_ready is not None:
+            on_ready()
         last_row: dict = self.logger.history[-1] if self.logger.history else {}
         if self.step >= self.stop_at:
             self.logger.close()

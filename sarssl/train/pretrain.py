@@ -13,7 +13,7 @@ complete resolved configuration except :data:`RESUMABLE_FIELDS`. Before anything
 :func:`check_run_folder` compares it with the identity saved in ``out_dir/run.json`` (or, for folders
 written before identities were saved, the saved method, profile, AOIs, seed and configuration): a
 different run is refused with one line naming the differing fields and suggesting a new ``--out``.
-``run.json`` is written after the check. The data folder's path is recorded but not compared: a region
+``run.json`` is written after the check, once the engine has accepted the folder's checkpoint. The data folder's path is recorded but not compared: a region
 moved elsewhere (with the same split files) resumes.
 
 Methods live in :data:`PRETRAIN_METHODS`: ``name -> builder(ctx) -> PretrainSetup``. A builder gets
@@ -204,14 +204,17 @@ def run_pretrain(method: str, profile="auto", data_root: str | Path = ".", out_d
     setup = PRETRAIN_METHODS[method](ctx)
     trainer = Trainer(setup.task, setup.data, setup.config, collate_fn=setup.collate_fn,
                       batch_transform=setup.batch_transform, run_config=cfg.to_dict())
-    if trainer.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        info = {"method": method, "profile": cfg.profile, "data_root": str(root), "aois": aois,
-                "overrides": overrides, "seed": run_seed, "config": cfg.to_dict(), "identity": identity,
-                "fingerprint": identity_fingerprint(identity)}
-        atomic_write_text(json.dumps(info, indent=2, default=str), out / "run.json")
+    info = {"method": method, "profile": cfg.profile, "data_root": str(root), "aois": aois,
+            "overrides": overrides, "seed": run_seed, "config": cfg.to_dict(), "identity": identity,
+            "fingerprint": identity_fingerprint(identity)}
+
+    def write_run_json():  # once the engine accepted the folder's checkpoint (if any), before the first step
+        if trainer.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(json.dumps(info, indent=2, default=str), out / "run.json")
+
     try:
-        trainer.fit()
+        trainer.fit(on_ready=write_run_json)
     finally:
         trainer.close()
     return out

@@ -199,7 +199,7 @@ def run_pretrain(method: str, profile="auto", data_root: str | Path = ".", out_d
         raise FileNotFoundError(f"no AOI folder with a split file under {str(root)!r}")
     out = Path(out_dir)
     identity = run_identity(method, cfg, root, aois, run_seed)
-    check_run_folder(out, identity)  # before anything is built or written
+    check_run_folder(out, identity, root)  # before anything is built or written
     ctx = PretrainContext(cfg, root, aois, out, run_seed, progress)
     setup = PRETRAIN_METHODS[method](ctx)
     trainer = Trainer(setup.task, setup.data, setup.config, collate_fn=setup.collate_fn,
@@ -259,8 +259,8 @@ def saved_identity(run_dir: str | Path) -> dict | None:
     """The identity of the run in ``run_dir`` (``None`` for a folder holding no run).
 
     From ``run.json``'s ``identity``; for a run written before identities were saved, the parts its
-    ``run.json`` (or, without one, its checkpoint's ``run_config``) records: a part it does not record
-    (the data fingerprint) is left out, so it is not compared.
+    ``run.json`` (or, without one, its checkpoint's ``run_config``) records, with the data folder's path
+    (``data_root``) standing in for the data fingerprint it lacks; a part it does not record is not compared.
     """
     run_dir = Path(run_dir)
     info_path = run_dir / "run.json"
@@ -275,6 +275,8 @@ def saved_identity(run_dir: str | Path) -> dict | None:
         if isinstance(info.get("identity"), dict):
             return info["identity"]
         out = {k: info[k] for k in ("method", "profile", "aois", "seed") if k in info}
+        if info.get("data_root"):  # no data fingerprint: the data folder is the evidence there is
+            out["data_root"] = str(Path(info["data_root"]).resolve())
         method = info.get("method")
         if method in PRETRAIN_METHODS:
             try:
@@ -324,7 +326,7 @@ def _field_defaults(method: str) -> dict:
     return out
 
 
-_ORDER = ("method", "profile", "aois", "data_fingerprint", "seed")
+_ORDER = ("method", "profile", "aois", "data_fingerprint", "data_root", "seed")
 
 
 def identity_differences(saved: dict, current: dict) -> list[str]:
@@ -348,20 +350,22 @@ def identity_differences(saved: dict, current: dict) -> list[str]:
                 diffs.append(f"the split file of AOI {key.split('.', 1)[1]!r} differs (data fingerprint {old} -> {new})")
             continue  # an AOI added or removed shows in 'aois'
         name = key[len("config."):] if top == "config" else key
-        diffs.append(f"{name} {_short(old)} -> {_short(new)}")
+        limit = 1000 if top == "data_root" else 60  # a folder is shown whole
+        diffs.append(f"{name} {_short(old, limit)} -> {_short(new, limit)}")
     return diffs
 
 
-def _short(value) -> str:
+def _short(value, limit: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def check_run_folder(out_dir: str | Path, identity: dict) -> None:
+def check_run_folder(out_dir: str | Path, identity: dict, data_root=None) -> None:
     """Refuse (:class:`~sarssl.errors.UserError`) an ``out_dir`` that holds another run than ``identity``.
 
-    A missing or empty folder, or one holding this run (to resume or already finished), passes. Nothing
-    is written.
+    A missing or empty folder, or one holding this run (to resume or already finished), passes. A run saved
+    before identities were (no data fingerprint) is compared on its data folder's path, ``data_root``.
+    Nothing is written.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -371,6 +375,8 @@ def check_run_folder(out_dir: str | Path, identity: dict) -> None:
     saved = saved_identity(out)
     if saved is None:
         return
+    if "data_root" in saved and data_root is not None:
+        identity = {**identity, "data_root": str(Path(data_root).resolve())}
     diffs = identity_differences(saved, identity)
     if not diffs:
         return

@@ -666,3 +666,22 @@ def test_stats_reports_the_tiles_it_used(chips, capsys):
     assert f"input channels over all {n_train} valid train tiles (dB)" in out and "1000000" not in out
     assert main(["stats", str(fx.layout.root), "--n-tiles", "2"]) == 0
     assert "input channels over 2 sampled train tiles (dB)" in capsys.readouterr().out
+
+
+def test_truncated_chips_are_skipped_or_named(chips, tmp_path):
+    """A truncated S1 chip is skipped at validation (its pixels are read); a truncated label chip passes the
+    header check, then is skipped when the packed cache reads it, or named by the error of the sample."""
+    fx = chips
+    train = [i for i in fx.ids if fx.splits[i] == "train"]
+    s1 = fx.layout.chip_path("s1grd-2020", train[0])
+    s1.write_bytes(s1.read_bytes()[: s1.stat().st_size // 2])
+    wc = fx.layout.chip_path("esaworldcover-2020", train[1])
+    wc.write_bytes(wc.read_bytes()[: wc.stat().st_size - 600])
+    ds, msgs = _dataset(fx, cache_dir=tmp_path / "cache")
+    assert ds.skipped.get("corrupt") == [f"fx/{train[0]}"] and any(str(s1) in m for m in msgs)
+    assert ds.skipped.get("read_error") == [f"fx/{train[1]}"] and any(str(wc) in m for m in msgs)
+    plain, _ = _dataset(fx)
+    assert plain.skipped == {"corrupt": [f"fx/{train[0]}"]}
+    k = [i for _, i in plain.items].index(train[1])
+    with pytest.raises(UserError, match=rf"failed to read chip '{train[1]}'"):
+        plain[k]

@@ -152,22 +152,36 @@ def build_cache(cache_dir, layout: AOILayout, products, ids, modis_year=None,
     details = dict(details or {})
     if not ids:
         raise UserError(f"build_cache: no chips to cache for AOI {layout.aoi!r}")
-    first = read_record(layout, products, ids[0], modis_year)
+
+    def read(ident):
+        try:
+            return read_record(layout, products, ident, modis_year)
+        except Exception as e:  # a chip that cannot be read is skipped and counted, not faked
+            details[ident] = f"packed cache: skipping chip {ident!r} of AOI {layout.aoi!r} (read_error): {e}"
+            warnings.warn(details[ident], stacklevel=3)
+            skipped.setdefault("read_error", []).append(ident)
+            return None
+
+    first, start = None, 0
+    for start, ident in enumerate(ids):  # the first readable chip gives the arrays' shapes
+        first = read(ident)
+        if first is not None:
+            break
+    if first is None:
+        raise UserError(f"build_cache: none of the {len(ids)} chips of AOI {layout.aoi!r} could be read "
+                        f"(first error: {details[ids[0]]})")
     mms = {k: np.lib.format.open_memmap(folder / f"{k}.npy", mode="w+", dtype=v.dtype, shape=(len(ids), *v.shape))
            for k, v in first.items()}
     rows: dict[str, int] = {}
     r = 0
-    for ident in tqdm(ids, desc=f"packing {layout.aoi}", disable=not progress, leave=False):
-        try:
-            rec = first if ident == ids[0] else read_record(layout, products, ident, modis_year)
-        except Exception as e:  # a chip that cannot be read is skipped and counted, not faked
-            details[ident] = f"packed cache: skipping chip {ident!r} of AOI {layout.aoi!r}: {e}"
-            warnings.warn(details[ident], stacklevel=2)
-            skipped.setdefault("read_error", []).append(ident)
+    for ident in tqdm(ids[start:], desc=f"packing {layout.aoi}", disable=not progress, leave=False):
+        rec = first if ident == ids[start] else read(ident)
+        if rec is None:
             continue
         if any(rec[k].shape != mms[k].shape[1:] for k in mms):
-            warnings.warn(f"packed cache: skipping chip {ident!r}: shape {rec['s1'].shape if 's1' in rec else ''} "
-                          f"differs from the first chip's", stacklevel=2)
+            details[ident] = (f"packed cache: skipping chip {ident!r} of AOI {layout.aoi!r} (shape): shape "
+                              f"{rec['s1'].shape if 's1' in rec else ''} differs from the first chip's")
+            warnings.warn(details[ident], stacklevel=2)
             skipped.setdefault("shape", []).append(ident)
             continue
         for k, a in rec.items():

@@ -451,10 +451,15 @@ def read_chip_array(src, product: str, grid: "ChipGrid | None", what: str, modis
 def _read_record(layout: AOILayout, order, identifier: str, modis_year) -> dict[str, np.ndarray]:
     import rasterio
 
+    from rasterio.errors import RasterioError
+
     out: dict[str, np.ndarray] = {}
     grid = None
     for product in order:
         path = layout.chip_path(product, identifier)
-        with rasterio.open(path) as src:
-            key, out[key], grid = read_chip_array(src, product, grid, repr(str(path)), modis_year)
+        try:
+            with rasterio.open(path) as src:
+                key, out[key], grid = read_chip_array(src, product, grid, repr(str(path)), modis_year)
+        except RasterioError as e:  # a truncated or corrupt file: name it
+            raise UserError(f"{str(path)!r} cannot be read as a GeoTIFF: {e}") from e
     return out

@@ -253,8 +253,9 @@ def test_strmdem_spelling_and_unknown_products(pub, tmp_path):
 def _book_download_commands() -> list[tuple[str, str]]:
     out = []
     for md in sorted(BOOK.glob("*.md")):
-        for line in md.read_text().splitlines():
-            line = line.strip()
+        text = md.read_text().replace("\\\n", " ")  # shell line continuations
+        for line in text.splitlines():
+            line = " ".join(line.split())
             if line.startswith("sarssl data download"):
                 out.append((md.name, line))
     return out

@@ -151,7 +151,7 @@ def compare(a: Estimate, b: Estimate, higher_is_better: bool, paired: Estimate |
     if ahead(b, a):
         return Verdict("worse", f"95 % intervals separated: {a} vs {b}")
     if paired is not None:
-        if sign * paired.low > 0 or sign * paired.high < 0:
+        if paired.low > 0 or paired.high < 0:  # the paired interval excludes 0
             good = (sign * paired.value) > 0
             return Verdict("better" if good else "worse", f"paired difference {paired} excludes 0")
         return Verdict("tie", f"intervals overlap ({a} vs {b}) and the paired difference {paired} includes 0")

@@ -63,6 +63,8 @@ def test_compare_needs_separated_intervals_or_a_paired_difference():
     assert compare(a, b, True, paired=Estimate(0.01, 0.004, 0.016, 119)).holds
     assert compare(a, b, True, paired=Estimate(0.01, -0.004, 0.024, 119)).outcome == "tie"
     assert compare(a, b, False, paired=Estimate(0.01, 0.004, 0.016, 119)).outcome == "worse"
+    # a paired interval that straddles 0 is a tie in either direction
+    assert compare(a, b, False, paired=Estimate(0.01, -0.004, 0.024, 119)).outcome == "tie"
 
 
 def test_paired_difference_finds_a_small_consistent_gain():

@@ -70,7 +70,7 @@ class EngineConfig:
     """How the engine runs a method (shared by every method; see ``sarssl.train.engine.TrainConfig``)."""
 
     grad_accum_steps: int = knob(1, "micro-batches per optimiser step (effective batch = batch x this x processes)")
-    precision: str = knob("auto", "auto | bf16 | fp16 | fp32 (auto: bf16 or fp16 on CUDA, fp32 on CPU)")
+    precision: str = knob("auto", "auto | bf16 | fp16 | fp32 (auto: bf16 or fp16 on CUDA; on CPU bf16 if measured faster)")
     compile: bool = knob(False, "torch.compile the model before training")
     eps: float = knob(1e-8, "AdamW epsilon")
     max_steps: int | None = knob(None, "stop after this many optimiser steps (with a checkpoint), schedule unchanged")

@@ -135,8 +135,13 @@ def test_clip_per_param_and_global():
     assert torch.linalg.vector_norm(torch.cat([p.grad for p in ps])).item() == pytest.approx(0.5, rel=1e-4)
 
 
-def test_precision_on_cpu():
+def test_precision_on_cpu(monkeypatch):
+    from sarssl.train import engine
+
+    monkeypatch.setattr(engine, "cpu_bf16_speedup", lambda: 1.0)  # a CPU without fast bf16
     assert resolve_precision("auto", torch.device("cpu")) == (None, False)
+    monkeypatch.setattr(engine, "cpu_bf16_speedup", lambda: 2.0)  # AMX / AVX512-BF16
+    assert resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16, False)
     assert resolve_precision("bf16", torch.device("cpu")) == (torch.bfloat16, False)
     with pytest.raises(ValueError, match="fp16"):
         resolve_precision("fp16", torch.device("cpu"))

@@ -182,6 +182,8 @@ def tiles_to_reach(tiles: Sequence[float], scores: Sequence[float], target: floa
         return float(t[0])
     lt0, lt1, s0, s1 = math.log(t[k - 1]), math.log(t[k]), s[k - 1], s[k]
     frac = (target - s0) / (s1 - s0) if s1 != s0 else 1.0
+    if frac >= 1.0:  # reached exactly at a measured point: no round-off through log/exp
+        return float(t[k])
     return float(math.exp(lt0 + frac * (lt1 - lt0)))
 
 

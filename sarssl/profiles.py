@@ -165,8 +165,13 @@ class FinetuneConfig:
     label_fractions: tuple[float, ...] = knob((1, 2, 5, 10, 25, 50, 100), "sweep: label fractions in percent",
                                               cli=False)
     seeds: tuple[int, ...] = knob((0,), "sweep: seeds of the labelled subsets and of training", cli=False)
-    protocol: str = knob("finetune", "sweep protocol: finetune | frozen | linear (scratch = random init)", cli=False)
+    protocol: str = knob("finetune", "sweep protocol of the pretrained encoders: finetune | frozen | linear", cli=False)
     tasks: tuple[str, ...] = knob(("vegetation", "landcover"), "sweep: targets", cli=False)
+    probe_pools: tuple[str, ...] = knob(("mean", "cls"), "sweep: tokens the tile probes read (the first is the headline)",
+                                        cli=False)
+    scratch_epochs: int | None = knob(None, "sweep: epochs of the supervised-from-scratch baseline (None: epochs)",
+                                      cli=False)
+    pool: str = knob("mean", "tile heads read the mean of the patch tokens ('mean') or the CLS token ('cls')")
     batch_size: int = knob(32, "samples per step, capped at the number of labelled tiles")
     min_steps: int = knob(50, "optimiser steps at least, so tiny label fractions still train")
     base_lr: float = knob(1e-3, "fine-tuning: peak learning rate per 256 samples")

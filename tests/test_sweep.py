@@ -35,7 +35,7 @@ def setup(tmp_path_factory, tiny_profile):
 
 
 def _sweep(base, runs, profile, csv, **kw):
-    args = dict(methods=("scratch", "mae", "dino"), fractions=(50, 100), seeds=(0,),
+    args = dict(methods=("random", "scratch", "mae"), fractions=(50, 100), seeds=(0,),
                 tasks=("vegetation", "landcover"), protocol="linear", pretrained=runs, aoi="sim-a",
                 ood=(base / "b", "sim-b"), cache_dir=base / "cache", progress=False)
     args.update(kw)
@@ -44,7 +44,18 @@ def _sweep(base, runs, profile, csv, **kw):
 
 def test_plan_and_bad_protocol():
     plan = plan_runs(["vegetation", "landcover"], ["scratch", "mae"], [1, 10], [0, 1], {"landcover": "knn"})
-    assert len(plan) == 16 and {r.protocol for r in plan if r.task == "landcover"} == {"knn"}
+    assert len(plan) == 16 and {r.protocol for r in plan if r.method == "mae" and r.task == "landcover"} == {"knn"}
+    assert {r.protocol for r in plan if r.method == "scratch"} == {"scratch"}  # trained end to end, always
+    # random features probe like the pretrained encoders (linear when those fine-tune); tile probes per pool
+    plan = plan_runs(["vegetation", "landcover"], ["random", "scratch", "mae"], [10], [0], "finetune",
+                     pools=("mean", "cls"))
+    got = {(r.method, r.task): (r.protocol, tuple(sorted({x.pool for x in plan if (x.method, x.task) == (r.method, r.task)})))
+           for r in plan}
+    assert got == {("random", "vegetation"): ("linear", ("cls", "mean")), ("random", "landcover"): ("linear", ("grid",)),
+                   ("scratch", "vegetation"): ("scratch", ("mean",)), ("scratch", "landcover"): ("scratch", ("grid",)),
+                   ("mae", "vegetation"): ("finetune", ("mean",)), ("mae", "landcover"): ("finetune", ("grid",))}
+    with pytest.raises(ValueError, match="pools"):
+        plan_runs(["vegetation"], ["mae"], [10], [0], pools=("max",))
     with pytest.raises(ValueError, match="classification"):
         plan_runs(["vegetation"], ["mae"], [10], [0], "knn")
     with pytest.raises(ValueError, match="percentages"):
@@ -58,19 +69,22 @@ def test_sweep_rows_resume_and_subsets(setup, tmp_path, monkeypatch):
     real = finetune_mod.train_and_evaluate
 
     def spy(task, protocol, encoder, profile, train, evals, seed=0, **kw):
-        seen.append((task, seed, len(train), tuple(train.ids)))
+        ids = train.ids if hasattr(train, "ids") else [ident for _, ident in train.items]  # bank or dataset
+        seen.append((task, seed, len(train), tuple(ids)))
         return real(task, protocol, encoder, profile, train, evals, seed=seed, **kw)
 
     monkeypatch.setattr(finetune_mod, "train_and_evaluate", spy)
     part = _sweep(base, runs, profile, csv, max_runs=5)
     assert len(part) == 5 * 2  # 5 runs x 2 regions
     df = _sweep(base, runs, profile, csv)
-    n_runs = 2 * 3 * 2
+    n_runs = 2 * (3 + 2 + 3)  # fractions x (random: 2 pools + grid; scratch: 1 pool + grid; mae: as random)
     assert len(df) == n_runs * 2 and len(seen) == n_runs
-    keys = ["task", "method", "protocol", "limit_pct", "seed", "region"]
+    keys = ["task", "method", "protocol", "pool", "limit_pct", "seed", "region"]
     assert not df.duplicated(keys).any()
     assert set(df["region"]) == {"in", "out"}
-    for col in ("task", "method", "protocol", "limit_pct", "n_tiles", "seed", "region", "seconds", "rmse", "miou",
+    assert set(df[df["method"] == "scratch"]["protocol"]) == {"scratch"}
+    assert set(df[df["task"] == "vegetation"]["pool"]) == {"mean", "cls"}
+    for col in ("task", "method", "protocol", "pool", "limit_pct", "n_tiles", "seed", "region", "seconds", "rmse", "miou",
                 "accuracy", "iou_tree_cover"):
         assert col in df.columns
     veg = df[df["task"] == "vegetation"]
@@ -93,13 +107,13 @@ def test_sweep_rows_resume_and_subsets(setup, tmp_path, monkeypatch):
 
 def test_append_rows_union_and_finished(tmp_path):
     csv = tmp_path / "r.csv"
-    row = dict(task="vegetation", method="mae", protocol="linear", limit_pct=10.0, n_tiles=3, seed=0)
+    row = dict(task="vegetation", method="mae", protocol="linear", pool="mean", limit_pct=10.0, n_tiles=3, seed=0)
     append_rows(csv, [{**row, "region": "in", "rmse": 1.0, "seconds": 1.0}])
     assert finished_runs(read_results(csv), ["in", "out"]) == set()
     df = append_rows(csv, [{**row, "region": "out", "rmse": 2.0, "miou": 0.5, "seconds": 1.0}])
-    assert list(df.columns[:7]) == ["task", "method", "protocol", "limit_pct", "n_tiles", "seed", "region"]
+    assert list(df.columns[:8]) == ["task", "method", "protocol", "pool", "limit_pct", "n_tiles", "seed", "region"]
     assert df.columns[-1] == "seconds" and np.isnan(df["miou"].iloc[0])
-    assert finished_runs(read_results(csv), ["in", "out"]) == {("vegetation", "mae", "linear", 10.0, 0)}
+    assert finished_runs(read_results(csv), ["in", "out"]) == {("vegetation", "mae", "linear", "mean", 10.0, 0)}
 
 
 def _synthetic():
@@ -107,7 +121,8 @@ def _synthetic():
     for method, scores in {"scratch": [10, 8, 6], "mae": [7, 6, 5], "dino": [9, 7.5, 6]}.items():
         for n, s in zip([4, 40, 400], scores):
             for seed in (0, 1):
-                rows.append(dict(task="vegetation", method=method, protocol="finetune", limit_pct=n / 4, n_tiles=n,
+                rows.append(dict(task="vegetation", method=method, protocol="finetune", pool="mean", limit_pct=n / 4,
+                                 n_tiles=n,
                                  seed=seed, region="in", rmse=s + 0.1 * seed, r2=0.5))
     return pd.DataFrame(rows)
 
@@ -115,9 +130,11 @@ def _synthetic():
 def test_label_savings_and_summary():
     df = _synthetic()
     s = label_savings(df, "vegetation", "rmse").set_index("method")
-    assert s.loc["scratch", "tiles_needed"] == 400 and s.loc["mae", "tiles_needed"] == 40
-    assert s.loc["mae", "saving"] == pytest.approx(10.0)
-    assert s.loc["dino", "tiles_needed"] == 400
+    assert "scratch" not in s.index and set(s["control"]) == {"scratch"}  # the control is not its own row
+    assert s.loc["mae", "control_tiles"] == 400 and s.loc["mae", "tiles_needed"] == pytest.approx(40)
+    assert s.loc["mae", "saving"] == pytest.approx(10.0) and not s.loc["mae", "censored"]
+    assert s.loc["mae", "low"] <= 10.0 <= s.loc["mae", "high"]
+    assert s.loc["dino", "tiles_needed"] == 400 and s.loc["dino", "saving"] == pytest.approx(1.0)
     summ = summarize(df, ["rmse"])
     row = summ[(summ["method"] == "mae") & (summ["n_tiles"] == 4)].iloc[0]
     assert row["rmse_mean"] == pytest.approx(7.05) and row["rmse_count"] == 2
@@ -129,7 +146,7 @@ def test_plots(setup, tmp_path):
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and len(ax.lines) == 3
     plt.close(fig)
-    rows = pd.DataFrame([dict(task="landcover", method=m, protocol="linear", limit_pct=100.0, n_tiles=8, seed=s,
+    rows = pd.DataFrame([dict(task="landcover", method=m, protocol="linear", pool="grid", limit_pct=100.0, n_tiles=8, seed=s,
                               region="in", miou=0.3, iou_tree_cover=0.2 + s / 10, iou_cropland=0.5)
                          for m in ("scratch", "mae") for s in (0, 1)])
     fig = plot_per_class_iou(rows)

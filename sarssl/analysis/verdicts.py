@@ -1,13 +1,12 @@
 """Verdicts the chapters print: comparisons of methods and feature sets, decided here, not in the chapters.
 
 Label-efficiency sweep (chapter 5), on :func:`sarssl.train.sweep.summarize` tables (``<metric>_mean``
-columns):
+columns) or the sweep's rows:
 
 - :func:`best_method`: the method with the best mean score at the largest label fraction;
-- :func:`compare_to_reference`: each pretrained method against the reference (scratch) at the
-  smallest and largest label fraction, with a ``gain`` (positive = better) and a verdict
-  ``better`` / ``worse`` / ``tie`` (a relative tolerance of 1e-6, so an encoder that gives the same
-  features as the random one ties);
+- :func:`compare_to_reference`: each pretrained method against the reference (supervised from
+  scratch) per label fraction, over seeds, with a ``gain`` and its paired interval (positive =
+  better) and the verdict of :func:`sarssl.evidence.compare` (``better`` / ``worse`` / ``tie``);
 - :func:`verdict_counts`: how many comparisons a method won, lost and tied.
 
 Probes and region transfer (chapter 6), on :func:`sarssl.analysis.attention_plots.probe_summary`
@@ -43,49 +42,74 @@ VERDICTS = ("better", "worse", "tie")
 # --------------------------------------------------------------------------------------------
 # The label-efficiency sweep
 # --------------------------------------------------------------------------------------------
-def best_method(means: pd.DataFrame, task: str, metric: str, region: str = "in", exclude: str = "scratch") -> str:
-    """The method (other than ``exclude``) with the best mean ``metric`` for ``task`` in ``region`` at
-    the largest label fraction; ties go to the method listed first in ``means``."""
-    m = means[(means["task"] == task) & (means["region"] == region) & (means["method"] != exclude)]
+def best_method(means: pd.DataFrame, task: str, metric: str, region: str = "in",
+                exclude=("random", "scratch")) -> str:
+    """The method (not in ``exclude``, by default the baselines) with the best mean ``metric`` for
+    ``task`` in ``region`` at the largest label fraction; ties go to the method listed first in ``means``."""
+    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    m = means[(means["task"] == task) & (means["region"] == region) & (~means["method"].isin(exclude))]
     m = m[m["limit_pct"] == m["limit_pct"].max()]
     if m.empty:
         raise ValueError(f"best_method: no rows for task {task!r} in region {region!r} besides {exclude!r}")
     return m.sort_values(f"{metric}_mean", ascending=not higher_is_better(metric)).iloc[0]["method"]
 
 
-def compare_to_reference(means: pd.DataFrame, tasks, methods=("mae", "dino"), reference: str = "scratch",
-                         rel_tol: float = 1e-6) -> pd.DataFrame:
-    """Each of ``methods`` against ``reference``, per task, region and the smallest and largest label fraction.
+def compare_to_reference(df: pd.DataFrame, tasks, methods=("mae", "dino"), reference: str = "scratch",
+                         fractions=None) -> pd.DataFrame:
+    """Each of ``methods`` against ``reference`` per task, region and label fraction, decided by
+    :func:`sarssl.evidence.compare` on the seeds.
 
-    The metric of a task is its headline metric (:attr:`~sarssl.train.tasks.TargetSpec.primary`).
-    Columns: ``task, region, metric, limit_pct, n_tiles, method, <reference>, score, gain, verdict``;
-    ``gain`` is the score's improvement over the reference in the metric's units (positive = better),
-    ``verdict`` is ``better`` / ``worse`` when ``|gain|`` exceeds ``rel_tol x max(|reference|, 1e-3)``,
-    else ``tie``. Fractions without a reference row are skipped.
+    Args:
+        df: the sweep's rows (one per run and region; :func:`sarssl.train.sweep.read_results`).
+        fractions: label fractions to compare (default: the smallest and the largest of each task).
+
+    Each score is the mean over seeds with a Student-t 95 % interval; the paired interval is that of
+    the per-seed difference (the arms share each seed's labelled subset). The metric of a task is its
+    headline metric, tile targets on their headline pool (:func:`sarssl.train.sweep.headline_pool`).
+    Columns: ``task, region, metric, limit_pct, n_tiles, method, score, score_low, score_high,
+    <reference>, ref_low, ref_high, gain, gain_low, gain_high, verdict`` (``gain``: improvement over
+    the reference in the metric's units, positive = better; ``verdict``: better / worse / tie).
     """
+    from sarssl.evidence import compare, paired_difference, seed_interval
+    from sarssl.train.sweep import headline_pool
+
     rows = []
     for task in tasks:
         metric = get_target(task).primary
         sign = 1 if higher_is_better(metric) else -1
-        for region in sorted(means["region"].unique()):
-            m = means[(means["task"] == task) & (means["region"] == region)]
-            for pct in (m["limit_pct"].min(), m["limit_pct"].max()):
-                at = m[m["limit_pct"] == pct].set_index("method")
-                if reference not in at.index:
+        t = df[df["task"] == task]
+        if t.empty:
+            continue
+        t = t[t["pool"] == headline_pool(t)] if "pool" in t.columns else t
+        pcts = sorted(t["limit_pct"].unique())
+        for region in sorted(t["region"].unique()):
+            m = t[t["region"] == region]
+            for pct in (fractions if fractions is not None else (pcts[0], pcts[-1])):
+                at = m[np.isclose(m["limit_pct"].astype(float), float(pct))]
+                ref = at[at["method"] == reference].set_index("seed")[metric]
+                if ref.empty:
                     continue
-                ref = at.loc[reference, f"{metric}_mean"]
+                r_est = seed_interval(ref.to_numpy())
                 for method in methods:
-                    if method in at.index:
-                        score = at.loc[method, f"{metric}_mean"]
-                        rows.append({"task": task, "region": region, "metric": metric, "limit_pct": pct,
-                                     "n_tiles": int(at.loc[method, "n_tiles"]), "method": method,
-                                     reference: ref, "score": score, "gain": sign * (score - ref)})
-    columns = ["task", "region", "metric", "limit_pct", "n_tiles", "method", reference, "score", "gain"]
-    comparison = pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
-    # a tie (an encoder that gives the same features as the random one) is not a win
-    tol = rel_tol * comparison[reference].abs().clip(lower=1e-3)
-    comparison["verdict"] = np.select([comparison["gain"] > tol, comparison["gain"] < -tol], ["better", "worse"], "tie")
-    return comparison
+                    s = at[at["method"] == method].set_index("seed")[metric]
+                    if s.empty:
+                        continue
+                    est = seed_interval(s.to_numpy())
+                    common = sorted(set(s.index) & set(ref.index))
+                    paired = seed_interval((s[common] - ref[common]).to_numpy()) if len(common) > 1 else None
+                    verdict = compare(est, r_est, higher_is_better(metric), paired=paired).outcome
+                    gain = paired if paired is not None else None
+                    rows.append({"task": task, "region": region, "metric": metric, "limit_pct": float(pct),
+                                 "n_tiles": int(at[at["method"] == method]["n_tiles"].iloc[0]), "method": method,
+                                 "score": est.value, "score_low": est.low, "score_high": est.high,
+                                 reference: r_est.value, "ref_low": r_est.low, "ref_high": r_est.high,
+                                 "gain": sign * (est.value - r_est.value),
+                                 "gain_low": np.nan if gain is None else min(sign * gain.low, sign * gain.high),
+                                 "gain_high": np.nan if gain is None else max(sign * gain.low, sign * gain.high),
+                                 "verdict": verdict})
+    columns = ["task", "region", "metric", "limit_pct", "n_tiles", "method", "score", "score_low", "score_high",
+               reference, "ref_low", "ref_high", "gain", "gain_low", "gain_high", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def verdict_counts(comparison: pd.DataFrame, method: str) -> dict[str, int]:

@@ -209,7 +209,8 @@ def _mean_target(dataset, spec: TargetSpec, batch_size: int = 64) -> float:
 
 def train_and_evaluate(spec: TargetSpec | str, protocol: str, encoder: nn.Module, profile, train, evals: dict,
                        seed: int = 0, epochs: int | None = None, out_dir=None, progress: bool = False,
-                       device: str | None = None, layer_decay: float | None = None, **overrides) -> FinetuneRun:
+                       device: str | None = None, layer_decay: float | None = None, pool: str | None = None,
+                       **overrides) -> FinetuneRun:
     """Train one head and evaluate it.
 
     Args:
@@ -218,6 +219,7 @@ def train_and_evaluate(spec: TargetSpec | str, protocol: str, encoder: nn.Module
         train / evals values: both :class:`~sarssl.train.featurebank.FeatureBank` (frozen protocols on
             cached features) or both datasets of canonical samples.
         evals: name -> evaluation set (e.g. ``{"in": ..., "out": ...}``).
+        pool: tokens a tile head reads, ``"mean"`` or ``"cls"`` (None: ``profile.finetune.pool``).
     """
     from sarssl.train.engine import Trainer
     from sarssl.train.featurebank import BankLoader, FeatureBank
@@ -240,7 +242,7 @@ def train_and_evaluate(spec: TargetSpec | str, protocol: str, encoder: nn.Module
     torch.manual_seed(seed)
     # heads on frozen encoders share the (never updated) encoder; trained encoders are copies
     enc = encoder if protocol in FROZEN_PROTOCOLS else copy.deepcopy(encoder)
-    head = build_head(spec, enc, protocol, decoder_dim=profile.finetune.decoder_dim)
+    head = build_head(spec, enc, protocol, decoder_dim=profile.finetune.decoder_dim, pool=pool or profile.finetune.pool)
     ft = profile.finetune
     task = FinetuneTask(head, spec, protocol, ft.layer_decay if layer_decay is None else layer_decay)
     if cached:
@@ -320,7 +322,7 @@ def run_finetune(task: str = "vegetation", protocol: str = "finetune", init: str
     if protocol in FROZEN_PROTOCOLS:
         from sarssl.train.featurebank import extract_bank
 
-        head = build_head(spec, encoder, protocol)
+        head = build_head(spec, encoder, protocol, pool=prof.finetune.pool)
         idx = getattr(head, "indices", (-1,))
         train = extract_bank(encoder, train, idx, device=device, progress=progress, desc="train features")
         evals = {k: extract_bank(encoder, v, idx, device=device, progress=progress, desc=f"{k} features")
@@ -329,6 +331,8 @@ def run_finetune(task: str = "vegetation", protocol: str = "finetune", init: str
                              progress=progress, device=device,
                              layer_decay=1.0 if str(init) == "scratch" else None)
     method = str(init) if str(init) in ("scratch", "mae", "dino") else Path(str(init)).name
+    if method == "scratch" and protocol in FROZEN_PROTOCOLS:
+        method = "random"  # a frozen random encoder: random features, not a network trained from scratch
     result = {"task": spec.name, "method": method, "protocol": protocol, "limit_pct": float(limit_pct),
               "n_tiles": run.n_tiles, "seed": seed, "steps": run.steps, "seconds": time.perf_counter() - t0,
               **run.metrics["in"]}
@@ -341,7 +345,8 @@ def run_finetune(task: str = "vegetation", protocol: str = "finetune", init: str
         out.mkdir(parents=True, exist_ok=True)
         atomic_save(run.task.head.state_dict(), out / "model.pt")
         info = {"result": result, "encoder": _encoder_spec(run.task.head.encoder, prof),
-                "head": {"task": spec.name, "protocol": protocol, "decoder_dim": cfg.method_config.decoder_dim},
+                "head": {"task": spec.name, "protocol": protocol, "decoder_dim": cfg.method_config.decoder_dim,
+                         "pool": cfg.method_config.pool},
                 "config": cfg.to_dict(),
                 "data": {"root": str(data_root), "aoi": aoi, "year": year, "norm": norm.to_dict()
                          if hasattr(norm, "to_dict") else None}}
@@ -371,7 +376,7 @@ def load_finetuned(out_dir) -> FinetuneTask:
     e = info["encoder"]
     encoder = create_encoder(e["name"], patch_size=e["patch_size"], img_size=e["img_size"], in_chans=e["in_chans"])
     h = info["head"]
-    head = build_head(h["task"], encoder, h["protocol"], decoder_dim=h["decoder_dim"])
+    head = build_head(h["task"], encoder, h["protocol"], decoder_dim=h["decoder_dim"], pool=h.get("pool", "cls"))
     from sarssl.train.checkpoint import load_state_dict_checked, safe_load
 
     weights = out / "model.pt"  # safe load, and a mismatch or a truncated file named in one line

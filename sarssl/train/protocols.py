@@ -18,12 +18,15 @@ __all__ = ["build_head", "layer_decay_groups"]
 
 
 def build_head(task: str | TargetSpec, encoder: nn.Module, protocol: str = "finetune", decoder_dim: int = 128,
-               n_levels: int = 4) -> nn.Module:
-    """The head of ``task`` on ``encoder`` for ``protocol`` (``linear`` -> linear decoders)."""
+               n_levels: int = 4, pool: str = "mean") -> nn.Module:
+    """The head of ``task`` on ``encoder`` for ``protocol`` (``linear`` -> linear decoders).
+
+    ``pool``: what tile heads read, the mean of the patch tokens (``"mean"``) or the CLS token (``"cls"``).
+    """
     spec = get_target(task)
     linear = protocol == "linear"
     if spec.kind == "tile":
-        return TileRegressionHead(encoder, 1, pool="cls", hidden=0 if protocol != "frozen" else decoder_dim * 2)
+        return TileRegressionHead(encoder, 1, pool=pool, hidden=0 if protocol != "frozen" else decoder_dim * 2)
     if spec.kind == "pixel":
         return PixelRegressionHead(encoder, 1, decoder="linear" if linear else "progressive", decoder_dim=decoder_dim)
     return SegmentationHead(encoder, spec.n_classes, n_levels=n_levels, decoder="linear" if linear else "progressive",

@@ -1,4 +1,12 @@
-"""The label-efficiency sweep: {scratch, MAE, DINO} x label fractions x seeds x region, to a tidy CSV.
+"""The label-efficiency sweep: {random, scratch, MAE, DINO} x label fractions x seeds x region, to a tidy CSV.
+
+The arms (:data:`~sarssl.train.tasks.METHODS`): ``mae`` and ``dino`` run the profile's protocol on
+their pretrained encoders; ``random`` runs the same probe on a frozen random-initialised encoder
+(random features: what the architecture gives without any training); ``scratch`` trains the same
+encoder end to end from a random init on the labelled tiles only, with the full decoders, no
+layer decay and ``scratch_epochs`` (supervised from scratch: the study's baseline). Tile targets
+are probed on each of ``probe_pools`` (mean-pooled patch tokens and CLS); the ``pool`` column says
+which (``grid`` for dense targets).
 
 Every run trains one head on ``limit_pct`` % of the pretraining region's labelled train chips (the
 subset comes from the dataset's ``limit_pct`` + ``seed``, so every method sees the same chips, and
@@ -38,12 +46,12 @@ from sarssl.errors import UserError
 from sarssl.train.metrics import higher_is_better
 from sarssl.train.tasks import FROZEN_PROTOCOLS, METHODS, PROTOCOLS, TARGETS, get_target, products_for
 
-__all__ = ["SweepRun", "KEY_COLUMNS", "RUN_KEY", "FINGERPRINT_COLUMN", "plan_runs", "read_results", "append_rows",
-           "finished_runs", "run_sweep", "summarize", "label_savings", "METHODS", "sweep_identity", "sweep_output",
-           "SweepOutput", "check_sweep_csv"]
+__all__ = ["SweepRun", "KEY_COLUMNS", "RUN_KEY", "FINGERPRINT_COLUMN", "plan_runs", "method_protocol", "read_results",
+           "append_rows", "finished_runs", "run_sweep", "summarize", "label_savings", "seed_table", "headline_pool",
+           "METHODS", "sweep_identity", "sweep_output", "SweepOutput", "check_sweep_csv"]
 
-KEY_COLUMNS = ("task", "method", "protocol", "limit_pct", "n_tiles", "seed", "region")
-RUN_KEY = ("task", "method", "protocol", "limit_pct", "seed")
+KEY_COLUMNS = ("task", "method", "protocol", "pool", "limit_pct", "n_tiles", "seed", "region")
+RUN_KEY = ("task", "method", "protocol", "pool", "limit_pct", "seed")
 #: the column holding the sweep's identity (:func:`sweep_identity`) as 12 hex digits, last in every row
 FINGERPRINT_COLUMN = "fingerprint"
 #: fine-tuning fields that are not part of a sweep's identity: the grid (each row names its point) and
@@ -59,12 +67,13 @@ class SweepRun:
     task: str
     method: str
     protocol: str
+    pool: str  # "mean" | "cls" for tile targets, "grid" for dense ones
     limit_pct: float
     seed: int
 
     @property
     def key(self) -> tuple:
-        return (self.task, self.method, self.protocol, round(float(self.limit_pct), 6), int(self.seed))
+        return (self.task, self.method, self.protocol, self.pool, round(float(self.limit_pct), 6), int(self.seed))
 
 
 def _protocol_for(task: str, protocol) -> str:
@@ -76,12 +85,23 @@ def _protocol_for(task: str, protocol) -> str:
     return p
 
 
-def plan_runs(tasks, methods, fractions, seeds, protocol="finetune") -> list[SweepRun]:
-    """Every (method, task, fraction, seed) run, method-major (the order the sweep runs them, so an
+def method_protocol(method: str, protocol: str) -> str:
+    """The protocol an arm runs: ``scratch`` trains end to end (protocol ``scratch``); ``random`` probes
+    frozen features (the sweep's protocol when it is frozen, else ``linear``); pretrained encoders run
+    ``protocol``."""
+    if method == "scratch":
+        return "scratch"
+    if method == "random":
+        return protocol if protocol in FROZEN_PROTOCOLS else "linear"
+    return protocol
+
+
+def plan_runs(tasks, methods, fractions, seeds, protocol="finetune", pools=("mean",)) -> list[SweepRun]:
+    """Every (method, task, pool, fraction, seed) run, method-major (the order the sweep runs them, so an
     interrupted sweep resumes without re-extracting features); ``protocol``: one name or task -> name.
 
-    With ``finetune`` the ``scratch`` method is trained from a random init (no layer decay); with a
-    frozen protocol it probes a frozen random encoder.
+    Tile targets get one run per pool in ``pools`` when the encoder is frozen, the first pool when it
+    is trained; dense targets get ``pool = "grid"``.
     """
     for m in methods:
         if not isinstance(m, str):
@@ -89,8 +109,19 @@ def plan_runs(tasks, methods, fractions, seeds, protocol="finetune") -> list[Swe
     for f in fractions:
         if not 0 < float(f) <= 100:
             raise ValueError(f"label fractions are percentages in (0, 100], got {f}")
-    return [SweepRun(t, m, _protocol_for(t, protocol), float(f), int(s))
-            for m in methods for t in tasks for f in fractions for s in seeds]
+    bad = [p for p in pools if p not in ("mean", "cls")]
+    if not pools or bad:
+        raise ValueError(f"pools must be a non-empty list of 'mean' / 'cls', got {list(pools)}")
+    runs = []
+    for m in methods:
+        for t in tasks:
+            p = method_protocol(m, _protocol_for(t, protocol))
+            if get_target(t).kind != "tile":
+                task_pools = ("grid",)
+            else:
+                task_pools = tuple(pools) if p in FROZEN_PROTOCOLS else tuple(pools[:1])
+            runs += [SweepRun(t, m, p, pool, float(f), int(s)) for pool in task_pools for f in fractions for s in seeds]
+    return runs
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +248,8 @@ def finished_runs(df: pd.DataFrame, regions) -> set[tuple]:
         return set()
     got: dict[tuple, set] = {}
     for row in df[list(RUN_KEY) + ["region"]].itertuples(index=False):
-        key = (str(row.task), str(row.method), str(row.protocol), round(float(row.limit_pct), 6), int(row.seed))
+        key = (str(row.task), str(row.method), str(row.protocol), str(row.pool), round(float(row.limit_pct), 6),
+               int(row.seed))
         got.setdefault(key, set()).add(str(row.region))
     need = set(regions)
     return {k for k, v in got.items() if need <= v}
@@ -238,9 +270,11 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
             tasks, protocol, epochs and learning rates.
         data_root / aoi: the pretraining region (an M3LEO root and the AOI in it).
         out_csv: results file (the book and the CLI use ``sarssl.workspace.sweep_csv(profile)``).
-        methods: inits among ``scratch``, ``mae``, ``dino`` or run folders (named by folder).
+        methods: arms among ``random``, ``scratch``, ``mae``, ``dino`` or run folders (named by folder,
+            run like ``mae``/``dino``).
         pretrained: ``{"mae": run_dir, "dino": run_dir}`` (default: the workspace runs).
-        protocol: one protocol for every task or a dict task -> protocol.
+        protocol: the pretrained encoders' protocol, one for every task or a dict task -> protocol
+            (``random`` and ``scratch`` follow :func:`method_protocol`).
         ood: out-of-region test set ``(root, aoi)``, or ``None`` for none.
         max_runs: stop after this many new runs (the next call resumes).
         overrides: TrainConfig fields for every run (``batch_size``, ``lr``...).
@@ -265,9 +299,9 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
     protocol = protocol or ft.protocol
     regions = ["in"] + (["out"] if ood else [])
     names = {m: (m if m in METHODS else Path(str(m)).name) for m in methods}
-    plan = [SweepRun(r.task, names[r.method], r.protocol, r.limit_pct, r.seed)
-            for r in plan_runs(tasks, methods, fractions, seeds, protocol)]
-    init_of = {names[m]: m for m in methods}
+    plan = [SweepRun(r.task, names[r.method], r.protocol, r.pool, r.limit_pct, r.seed)
+            for r in plan_runs(tasks, methods, fractions, seeds, protocol, ft.probe_pools)]
+    init_of = {names[m]: ("scratch" if m == "random" else m) for m in methods}
     done = finished_runs(read_results(out_csv), regions)
     todo = [r for r in plan if r.key not in done]
     if max_runs is not None:
@@ -301,25 +335,28 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
                 encoder = base if base is not None else load_init_encoder("scratch", prof, seed=enc_seed)
                 banks = None
                 if any(r.protocol in FROZEN_PROTOCOLS for r in runs):
-                    idx = sorted({i for r in runs for i in getattr(build_head(r.task, encoder, r.protocol), "indices", ())})
+                    idx = sorted({i for r in runs
+                                  for i in getattr(build_head(r.task, encoder, r.protocol), "indices", ())})
                     bar.set_postfix_str(f"{method}: features")
                     banks = {"train": extract_bank(encoder, full_train, idx or (-1,), device=device)}
                     banks.update({k: extract_bank(encoder, v, idx or (-1,), device=device) for k, v in tests.items()})
                 for r in runs:
-                    bar.set_postfix_str(f"{r.task} {method} {r.limit_pct:g}% seed {r.seed}")
+                    bar.set_postfix_str(f"{r.task} {method} {r.pool} {r.limit_pct:g}% seed {r.seed}")
                     ds = subset(r.limit_pct, r.seed)
                     if r.protocol in FROZEN_PROTOCOLS:
                         train, evals = banks["train"].rows(_subset_ids(ds)), {k: banks[k] for k in tests}
                     else:
                         train, evals = ds, tests
+                    run_epochs = epochs if epochs is not None or r.protocol != "scratch" else ft.scratch_epochs
                     run = train_and_evaluate(r.task, r.protocol, encoder, prof, train, evals, seed=r.seed,
-                                             epochs=epochs, device=device,
-                                             layer_decay=1.0 if init == "scratch" else None, **overrides)
+                                             epochs=run_epochs, device=device,
+                                             layer_decay=1.0 if init == "scratch" else None,
+                                             pool=r.pool if r.pool != "grid" else None, **overrides)
                     rows = []
                     for region in regions:
                         m = dict(run.metrics[region])
                         n_eval = m.pop("n", None)
-                        rows.append({"task": r.task, "method": method, "protocol": r.protocol,
+                        rows.append({"task": r.task, "method": method, "protocol": r.protocol, "pool": r.pool,
                                      "limit_pct": float(r.limit_pct), "n_tiles": run.n_tiles, "seed": r.seed,
                                      "region": region, **m, "n_eval": n_eval, "steps": run.steps,
                                      "seconds": round(run.seconds, 3)})
@@ -337,7 +374,7 @@ def summarize(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
     """Mean, std and count over seeds per (task, method, protocol, region, limit_pct, n_tiles)."""
     if df.empty:
         return df
-    keys = ["task", "method", "protocol", "region", "limit_pct", "n_tiles"]
+    keys = ["task", "method", "protocol", "pool", "region", "limit_pct", "n_tiles"]
     metrics = list(metrics) if metrics else [c for c in df.columns if c not in KEY_COLUMNS and c not in
                                               ("n_eval", "steps", "seconds") and pd.api.types.is_numeric_dtype(df[c])]
     g = df.groupby(keys, sort=True)[metrics]
@@ -346,32 +383,51 @@ def summarize(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
     return out.reset_index()
 
 
-def label_savings(df: pd.DataFrame, task: str, metric: str | None = None, region: str = "in",
-                  reference: str = "scratch") -> pd.DataFrame:
-    """How many labelled tiles each method needs to match ``reference`` trained on all its tiles.
+def headline_pool(df: pd.DataFrame) -> str:
+    """The pool whose rows carry a tile target's verdicts: ``mean`` when present, else ``cls``, else ``grid``."""
+    present = set(df["pool"]) if "pool" in df.columns else set()
+    return next((p for p in ("mean", "cls", "grid") if p in present), "grid")
 
-    For the reference's score with the most tiles (mean over seeds), each method's smallest tile
-    count whose mean score is at least as good; ``saving = reference tiles / method tiles`` (NaN
-    when the method never matches it in the sweep).
+
+def seed_table(df: pd.DataFrame, task: str, method: str, metric: str, region: str = "in",
+               pool: str | None = None) -> dict[float, dict[int, float]]:
+    """``{n_tiles: {seed: score}}`` of one arm: the curve :func:`sarssl.evidence.label_saving` reads."""
+    d = df[(df["task"] == task) & (df["region"] == region) & (df["method"] == method)]
+    if "pool" in d.columns and not d.empty:
+        d = d[d["pool"] == (pool or headline_pool(d))]
+    table: dict[float, dict[int, float]] = {}
+    for row in d.itertuples(index=False):
+        table.setdefault(float(row.n_tiles), {})[int(row.seed)] = float(getattr(row, metric))
+    return table
+
+
+def label_savings(df: pd.DataFrame, task: str, metric: str | None = None, region: str = "in",
+                  control: str = "scratch", methods=None, n_boot: int = 1000) -> pd.DataFrame:
+    """How many times fewer labelled tiles each method needs than ``control`` to reach the control's
+    score with all its tiles (:func:`sarssl.evidence.label_saving`: crossings interpolated in
+    log(tiles), a bootstrap interval over seeds).
+
+    Columns: ``method, metric, control, target, tiles_needed, control_tiles, saving, low, high,
+    censored`` (``censored``: the method beats the target already at its smallest label count, so the
+    saving is at least ``saving``; ``saving = 0``: the method never reaches the target).
     """
+    from sarssl.evidence import label_saving
+
     spec = get_target(task) if task in TARGETS else None
     metric = metric or (spec.primary if spec else "rmse")
-    lower_better = not higher_is_better(metric)
     d = df[(df["task"] == task) & (df["region"] == region)]
     if d.empty:
         raise ValueError(f"no rows for task {task!r} and region {region!r}")
-    means = d.groupby(["method", "n_tiles"])[metric].mean().reset_index()
-    ref = means[means["method"] == reference]
-    if ref.empty:
-        raise ValueError(f"reference method {reference!r} is not in the results (methods: {sorted(means['method'].unique())})")
-    ref_row = ref.loc[ref["n_tiles"].idxmax()]
-    target = float(ref_row[metric])
+    if control not in set(d["method"]):
+        raise ValueError(f"control {control!r} is not in the results (methods: {sorted(d['method'].unique())})")
+    ctrl = {t: list(v.values()) for t, v in seed_table(d, task, control, metric, region).items()}
     rows = []
-    for method, g in means.groupby("method"):
-        g = g.sort_values("n_tiles")
-        ok = g[metric] <= target if lower_better else g[metric] >= target
-        n = int(g.loc[ok, "n_tiles"].iloc[0]) if ok.any() else np.nan
-        rows.append({"method": method, "metric": metric, "reference_score": target,
-                     "reference_tiles": int(ref_row["n_tiles"]), "tiles_needed": n,
-                     "saving": float(ref_row["n_tiles"]) / n if n == n else np.nan})
+    for method in methods or [m for m in dict.fromkeys(d["method"]) if m != control]:
+        curve = {t: list(v.values()) for t, v in seed_table(d, task, method, metric, region).items()}
+        if not curve:
+            continue
+        s = label_saving(curve, ctrl, higher_is_better(metric), n_boot=n_boot)
+        rows.append({"method": method, "metric": metric, "control": control, "target": s.target,
+                     "tiles_needed": s.method_tiles, "control_tiles": s.control_tiles, "saving": s.value,
+                     "low": s.low, "high": s.high, "censored": s.censored})
     return pd.DataFrame(rows)

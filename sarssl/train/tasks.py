@@ -12,7 +12,10 @@ from sarssl.errors import UserError
 
 __all__ = ["TargetSpec", "TARGETS", "PROTOCOLS", "FROZEN_PROTOCOLS", "METHODS", "get_target", "products_for"]
 
-METHODS = ("scratch", "mae", "dino")  # encoder initialisations compared by the sweep
+#: the sweep's arms: ``random`` = a frozen random-initialised encoder probed like the pretrained ones
+#: (random features); ``scratch`` = the same encoder trained end to end on the labelled tiles only
+#: (supervised from scratch, the study's baseline); ``mae`` / ``dino`` = the pretrained encoders
+METHODS = ("random", "scratch", "mae", "dino")
 PROTOCOLS = ("scratch", "linear", "frozen", "finetune", "knn")
 FROZEN_PROTOCOLS = ("linear", "frozen", "knn")
 

@@ -239,7 +239,8 @@ def test_sweep_output_path_is_checked_before_anything_runs(roots, ws, tmp_path, 
     with pytest.raises(UserError, match="is not a sweep results CSV"):
         run_sweep(tiny_profile, roots[0], binary, **kw)
     legacy = tmp_path / "legacy.csv"  # rows of an older sarssl: no fingerprint column
-    append_rows(legacy, [dict(task="vegetation", method="scratch", protocol="linear", limit_pct=100.0, n_tiles=9,
+    append_rows(legacy, [dict(task="vegetation", method="scratch", protocol="linear", pool="mean", limit_pct=100.0,
+                              n_tiles=9,
                               seed=0, region="in", rmse=1.0, seconds=1.0)])
     with pytest.raises(UserError, match="without a 'fingerprint' column"):
         run_sweep(tiny_profile, roots[0], legacy, **kw)

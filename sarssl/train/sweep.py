@@ -198,6 +198,9 @@ def check_sweep_csv(path, fingerprint: str | None = None) -> None:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as e:
         raise UserError(f"{str(path)!r} exists and is not a sweep results CSV ({type(e).__name__}): {hint}") from e
     missing = [c for c in KEY_COLUMNS if c not in df.columns]
+    if missing == ["pool"]:
+        raise UserError(f"{str(path)!r} holds sweep rows without a 'pool' column (an older sarssl wrote them, before "
+                        f"the random-features and supervised-from-scratch arms): {hint}")
     if missing:
         raise UserError(f"{str(path)!r} exists and is not a sweep results CSV (no column(s) {missing}): {hint}")
     if fingerprint is None or df.empty:

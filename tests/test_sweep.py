@@ -157,3 +157,17 @@ def test_plots(setup, tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError, match="no rows"):
         plot_label_efficiency(df, "miou", "vegetation")
+
+
+def test_verdict_pool_is_one_every_arm_has():
+    from sarssl.train.sweep import headline_pool
+
+    df = _synthetic()
+    cls = df[df["method"] != "scratch"].assign(pool="cls", rmse=lambda d: d["rmse"] + 100)
+    assert headline_pool(pd.concat([df, cls])) == "mean"  # every arm has mean: the preferred pool
+    # a sweep whose first probe pool is cls trains scratch on cls only: the verdicts read cls for every arm
+    only_cls = pd.concat([cls, df[df["method"] == "scratch"].assign(pool="cls"),
+                          df[df["method"] != "scratch"]], ignore_index=True)
+    assert headline_pool(only_cls) == "cls"
+    s = label_savings(only_cls, "vegetation", "rmse").set_index("method")
+    assert s.loc["mae", "saving"] == 0.0  # the cls probes (+100 RMSE) never reach scratch, the mean rows are not read

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sarssl.evidence import Estimate, Verdict, bootstrap_ci, compare, paired_difference
+from sarssl.evidence import Verdict, bootstrap_ci, compare, paired_difference
 
 __all__ = ["ControlComparison", "random_encoders", "knn_against_random", "attention_against_controls"]
 

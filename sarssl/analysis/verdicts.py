@@ -70,7 +70,7 @@ def compare_to_reference(df: pd.DataFrame, tasks, methods=("mae", "dino"), refer
     <reference>, ref_low, ref_high, gain, gain_low, gain_high, verdict`` (``gain``: improvement over
     the reference in the metric's units, positive = better; ``verdict``: better / worse / tie).
     """
-    from sarssl.evidence import compare, paired_difference, seed_interval
+    from sarssl.evidence import compare, seed_interval
     from sarssl.train.sweep import headline_pool
 
     rows = []
@@ -91,16 +91,16 @@ def compare_to_reference(df: pd.DataFrame, tasks, methods=("mae", "dino"), refer
                     continue
                 r_est = seed_interval(ref.to_numpy())
                 for method in methods:
-                    s = at[at["method"] == method].set_index("seed")[metric]
-                    if s.empty:
+                    arm = at[at["method"] == method].set_index("seed")
+                    if arm.empty:
                         continue
+                    s = arm[metric]
                     est = seed_interval(s.to_numpy())
                     common = sorted(set(s.index) & set(ref.index))
-                    paired = seed_interval((s[common] - ref[common]).to_numpy()) if len(common) > 1 else None
-                    verdict = compare(est, r_est, higher_is_better(metric), paired=paired).outcome
-                    gain = paired if paired is not None else None
+                    gain = seed_interval((s[common] - ref[common]).to_numpy()) if len(common) > 1 else None
+                    verdict = compare(est, r_est, higher_is_better(metric), paired=gain).outcome
                     rows.append({"task": task, "region": region, "metric": metric, "limit_pct": float(pct),
-                                 "n_tiles": int(at[at["method"] == method]["n_tiles"].iloc[0]), "method": method,
+                                 "n_tiles": int(arm["n_tiles"].iloc[0]), "method": method,
                                  "score": est.value, "score_low": est.low, "score_high": est.high,
                                  reference: r_est.value, "ref_low": r_est.low, "ref_high": r_est.high,
                                  "gain": sign * (est.value - r_est.value),

@@ -73,8 +73,8 @@ the next logged step (where they synchronise anyway). Handlers are only installe
 from __future__ import annotations
 
 import contextlib
-import functools
 import csv
+import functools
 import math
 import os
 import signal

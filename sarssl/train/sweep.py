@@ -387,20 +387,26 @@ def summarize(df: pd.DataFrame, metrics=None) -> pd.DataFrame:
 
 
 def headline_pool(df: pd.DataFrame) -> str:
-    """The pool whose rows carry a tile target's verdicts: ``mean`` when present, else ``cls``, else ``grid``."""
-    present = set(df["pool"]) if "pool" in df.columns else set()
-    return next((p for p in ("mean", "cls", "grid") if p in present), "grid")
+    """The pool whose rows carry a target's verdicts: of the pools every arm (method) in ``df`` has,
+    ``mean`` first, then ``cls``, then ``grid``, so trained arms (one pool) and probes (every pool)
+    are compared on the same tokens."""
+    if "pool" not in df.columns or df.empty:
+        return "grid"
+    shared = set.intersection(*(set(g) for _, g in df.groupby("method")["pool"]))
+    return next((p for p in ("mean", "cls", "grid") if p in shared), "grid")
 
 
 def seed_table(df: pd.DataFrame, task: str, method: str, metric: str, region: str = "in",
-               pool: str | None = None) -> dict[float, dict[int, float]]:
-    """``{n_tiles: {seed: score}}`` of one arm: the curve :func:`sarssl.evidence.label_saving` reads."""
-    d = df[(df["task"] == task) & (df["region"] == region) & (df["method"] == method)]
+               pool: str | None = None) -> dict[float, list[float]]:
+    """``{n_tiles: [score per seed, in seed order]}`` of one arm on ``pool`` (default
+    :func:`headline_pool` of the task's rows): the curve :func:`sarssl.evidence.label_saving` reads."""
+    d = df[(df["task"] == task) & (df["region"] == region)]
     if "pool" in d.columns and not d.empty:
         d = d[d["pool"] == (pool or headline_pool(d))]
-    table: dict[float, dict[int, float]] = {}
+    d = d[d["method"] == method].sort_values("seed")
+    table: dict[float, list[float]] = {}
     for row in d.itertuples(index=False):
-        table.setdefault(float(row.n_tiles), {})[int(row.seed)] = float(getattr(row, metric))
+        table.setdefault(float(row.n_tiles), []).append(float(getattr(row, metric)))
     return table
 
 
@@ -423,10 +429,11 @@ def label_savings(df: pd.DataFrame, task: str, metric: str | None = None, region
         raise ValueError(f"no rows for task {task!r} and region {region!r}")
     if control not in set(d["method"]):
         raise ValueError(f"control {control!r} is not in the results (methods: {sorted(d['method'].unique())})")
-    ctrl = {t: list(v.values()) for t, v in seed_table(d, task, control, metric, region).items()}
+    pool = headline_pool(d)
+    ctrl = seed_table(d, task, control, metric, region, pool)
     rows = []
     for method in methods or [m for m in dict.fromkeys(d["method"]) if m != control]:
-        curve = {t: list(v.values()) for t, v in seed_table(d, task, method, metric, region).items()}
+        curve = seed_table(d, task, method, metric, region, pool)
         if not curve:
             continue
         s = label_saving(curve, ctrl, higher_is_better(metric), n_boot=n_boot)

@@ -128,6 +128,14 @@ class DINOConfig:
     local_crop_size: int = knob(32, "local view side in pixels")
     global_crops_scale: tuple[float, float] = knob((0.4, 1.0), "area range of a global view, fraction of the chip")
     local_crops_scale: tuple[float, float] = knob((0.05, 0.4), "area range of a local view, fraction of the chip")
+    aug_db_offset: float = knob(0.5, "common VV+VH level offset of a view, uniform in +-x dB (S1 radiometric "
+                                      "accuracy is about 0.5 dB; larger offsets erase the level that separates classes)")
+    aug_db_pol_offset: float = knob(0.25, "VV-VH differential offset of a view, uniform in +-x dB")
+    aug_intensity_p: float = knob(0.8, "probability that a view gets a level offset")
+    aug_speckle_p: float = knob(0.5, "probability that a view gets fresh multiplicative speckle")
+    aug_speckle_looks: float = knob(4.0, "equivalent number of looks of the fresh speckle")
+    aug_group_drop_p: float = knob(0.2, "probability that a view loses one season or polarisation (seasonal dropout)")
+    aug_rotate_p: float = knob(0.3, "probability of a small rotation (+-10 degrees) on top of flips and 90-degree turns")
     student_temp: float = knob(0.1, "student softmax temperature")
     warmup_teacher_temp: float = knob(0.04, "teacher temperature at the start of its warm-up")
     teacher_temp: float = knob(0.07, "final teacher temperature")
@@ -137,6 +145,8 @@ class DINOConfig:
     freeze_last_layer_epochs: float = knob(1.0, "epochs during which the head's last layer is not trained")
     collapse_high: float = knob(0.95, "teacher entropy above this x ln K counts as uniform collapse")
     collapse_low: float = knob(0.05, "teacher entropy below this x ln K counts as one-hot collapse")
+    collapse_batch_low: float = knob(0.1, "batch collapse: the prototypes used across a batch (exp of the batch-mean "
+                                          "teacher entropy) at or below this x min(K, images per batch)")
     monitor_every: int = knob(1, "optimiser steps between collapse checks (each one syncs with the host)")
     base_lr: float = knob(5e-4, "peak learning rate per 256 samples (lr = base_lr x effective batch / 256)")
     lr: float | None = knob(None, "absolute peak learning rate (None: from base_lr)")

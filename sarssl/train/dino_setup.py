@@ -27,11 +27,15 @@ def _dino(config: RunConfig):
 def multicrop_config(config: RunConfig, **overrides):
     """:class:`sarssl.data.multicrop.MultiCropConfig` of the DINO section (views, sizes, area scales);
     ``overrides`` are MultiCropConfig fields."""
-    from sarssl.data.multicrop import MultiCropConfig
+    from sarssl.data.multicrop import MultiCropConfig, ViewAugment
 
     d = _dino(config)
+    aug = ViewAugment(db_offset=d.aug_db_offset, db_pol_offset=d.aug_db_pol_offset, intensity_p=d.aug_intensity_p,
+                      speckle_p=d.aug_speckle_p, speckle_looks=d.aug_speckle_looks, group_drop_p=d.aug_group_drop_p,
+                      rotate_p=d.aug_rotate_p)
     values = dict(n_global=d.n_global_crops, n_local=d.n_local_crops, global_size=d.global_crop_size,
-                  local_size=d.local_crop_size, global_scale=d.global_crops_scale, local_scale=d.local_crops_scale)
+                  local_size=d.local_crop_size, global_scale=d.global_crops_scale, local_scale=d.local_crops_scale,
+                  global_aug=aug, local_aug=aug)
     values.update(overrides)
     return MultiCropConfig(**values)
 
@@ -54,7 +58,7 @@ def dino_from_config(config: RunConfig):
         warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs, center_momentum=d.center_momentum,
         momentum_teacher=d.momentum_teacher, freeze_last_layer_epochs=d.freeze_last_layer_epochs,
         norm_last_layer=d.norm_last_layer, use_bn_in_head=d.use_bn_in_head, collapse_high=d.collapse_high,
-        collapse_low=d.collapse_low, monitor_every=d.monitor_every)
+        collapse_low=d.collapse_low, collapse_batch_low=d.collapse_batch_low, monitor_every=d.monitor_every)
 
 
 def dino_train_config(config: RunConfig, n_train: int, out_dir=None, seed: int = 0, progress: bool = True

@@ -136,6 +136,8 @@ class DINOConfig:
     aug_speckle_looks: float = knob(4.0, "equivalent number of looks of the fresh speckle")
     aug_group_drop_p: float = knob(0.2, "probability that a view loses one season or polarisation (seasonal dropout)")
     aug_rotate_p: float = knob(0.3, "probability of a small rotation (+-10 degrees) on top of flips and 90-degree turns")
+    multicrop: str = knob("batch", "batch (views of whole batches on the training device, main process) | "
+                                   "sample (per chip in the DataLoader workers)")
     student_temp: float = knob(0.1, "student softmax temperature")
     warmup_teacher_temp: float = knob(0.04, "teacher temperature at the start of its warm-up")
     teacher_temp: float = knob(0.07, "final teacher temperature")

@@ -229,7 +229,9 @@ class DINO(TrainTask):
     ``backbone``: a timm ``VisionTransformer`` with ``num_classes=0`` (its output is the CLS
     feature); it becomes the student's backbone, and a deep copy without drop-path, frozen, is the
     teacher's. Batches are dicts with ``"crops"``: a list of ``n_global + n_local`` tensors
-    (B, 12, S, S), globals first (see :class:`sarssl.data.multicrop.MultiCropDataset`).
+    (B, 12, S, S), globals first (see :class:`sarssl.data.multicrop.MultiCropDataset`), or whole chips
+    (``"s1"``, ``"index"``) from an attached :class:`~sarssl.data.multicrop.BatchMultiCropDataset`, whose
+    ``batch_views`` makes the crops here, on the device.
     """
 
     monitor, mode = "loss", "min"  # cross-entropy of student to centred, sharpened teacher
@@ -265,6 +267,8 @@ class DINO(TrainTask):
         self._encoder_spec = dict(encoder_spec) if encoder_spec is not None else None
         #: datasets whose ``set_epoch`` follows training (e.g. ``MultiCropDataset``); see :meth:`attach_data`
         self._epoch_datasets: list = []
+        #: ``batch_views`` of attached datasets whose items are whole chips (views made in :meth:`training_step`)
+        self._view_makers: list = []
         #: optional ``fn(encoder) -> dict`` run at each epoch end on rank 0 (e.g. k-NN accuracy)
         self.epoch_end_eval = None
 
@@ -296,6 +300,9 @@ class DINO(TrainTask):
 
     def training_step(self, batch: dict, step_info) -> dict:
         """Loss and 0-d monitoring tensors (no host sync except the collapse check every ``monitor_every`` steps)."""
+        if isinstance(batch, dict) and "crops" not in batch and self._view_makers:
+            with torch.autocast(device_type=batch["s1"].device.type, enabled=False):
+                batch = self._view_makers[0](batch)  # batched multi-crop on the device, main process
         crops = batch["crops"] if isinstance(batch, dict) else batch
         if len(crops) < 2:
             raise ValueError(f"DINO: got {len(crops)} crop(s); need at least 2 views (globals first)")
@@ -356,10 +363,13 @@ class DINO(TrainTask):
         torch._foreach_add_(t, s, alpha=1.0 - momentum)
 
     def attach_data(self, dataset) -> None:
-        """Keep ``dataset.set_epoch`` in step with training (set at each epoch end and on resume)."""
+        """Keep ``dataset.set_epoch`` in step with training (set at each epoch end and on resume); a dataset with
+        ``batch_views`` (:class:`~sarssl.data.multicrop.BatchMultiCropDataset`) also makes each batch's views."""
         if not callable(getattr(dataset, "set_epoch", None)):
             raise TypeError(f"DINO.attach_data: {type(dataset).__name__} has no set_epoch(epoch)")
         self._epoch_datasets.append(dataset)
+        if callable(getattr(dataset, "batch_views", None)):  # BatchMultiCropDataset: views made per batch here
+            self._view_makers.append(dataset.batch_views)
 
     def _set_data_epoch(self, epoch: int) -> None:
         for ds in self._epoch_datasets:

@@ -242,10 +242,13 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(encoder="vit_tiny_patch16_224", patch_size=8, img_size=64),
         # short run: lr above the linear-scaling rule (base_lr 1.5e-4 x 64/256 barely moves in 100 steps)
         mae=MAEConfig(epochs=30, decoder_dim=128, base_lr=1e-3, warmup_epochs=2.0),
-        # short-run DINO (tuned for ~6 min on 2 cores): smaller crops and batch for more steps, higher lr,
-        # EMA momentum 0.97 so the teacher moves within ~55 steps, constant teacher temperature 0.04
-        dino=DINOConfig(epochs=5, out_dim=512, n_local_crops=2, global_crop_size=48, local_crop_size=24,
-                        base_lr=4e-3, teacher_temp=0.04, momentum_teacher=0.97, batch_size=32),
+        # SAR DINO recipe (issue 16; chosen on val k-NN, see the chapter): global views at the 64 px evaluation
+        # size (the 8 x 8 token grid the encoder is scored on), local views of 32 px (4 x 4 tokens, enough to hold
+        # a field edge), level offsets within S1's ~0.5 dB radiometric accuracy (the level separates classes);
+        # batch 16 for 4x the steps per epoch (~130 in all), EMA from 0.99 (cosine to 1), K = 1024, constant
+        # teacher temperature 0.04, absolute lr 5e-4; views made per batch in the main process (no workers).
+        dino=DINOConfig(epochs=6, batch_size=16, out_dim=1024, n_local_crops=4, global_crop_size=64,
+                        local_crop_size=32, lr=5e-4, warmup_epochs=1.0, teacher_temp=0.04, momentum_teacher=0.99),
         # linear probes on cached features: the whole 3 x 4 x 3 x 2-task sweep takes about a minute on 2 cores
         finetune=FinetuneConfig(epochs=15, label_fractions=(2, 10, 25, 100), seeds=(0, 1, 2), protocol="linear"),
         notes="A laptop: each chapter under about 10 minutes on 2 cores.",
@@ -257,7 +260,14 @@ PROFILES: dict[str, Profile] = {
                         decode_on_device=True),
         model=ModelConfig(encoder="vit_small_patch16_224", patch_size=16, img_size=128),
         mae=MAEConfig(epochs=100, decoder_dim=256, decoder_depth=2, decoder_heads=8),
-        dino=DINOConfig(epochs=50, out_dim=8192, n_local_crops=6, global_crop_size=128, local_crop_size=64),
+        # DINO: global crops at the chips' 128 px (the evaluation size), local 64 px; batch 64 for ~1850 steps
+        # (50 epochs x 37) instead of ~900, EMA from 0.99 (cosine to 1) so the teacher leaves its initialisation,
+        # teacher temperature warmed 0.04 -> 0.05 over 10 % of training (5 epochs, not 1). The 8 x 8 attention
+        # grid of patch 16 at 128 px is coarse: a ViT-T/8 (16 x 16 grid) is the model change the issue asks for,
+        # profile-wide (model is shared with MAE and fine-tuning), left to the model section's owner.
+        dino=DINOConfig(epochs=50, batch_size=64, out_dim=8192, n_local_crops=6, global_crop_size=128,
+                        local_crop_size=64, momentum_teacher=0.99, base_lr=1e-3, warmup_epochs=5,
+                        warmup_teacher_temp=0.04, teacher_temp=0.05, warmup_teacher_temp_epochs=5),
         finetune=FinetuneConfig(epochs=40, seeds=(0, 1, 2)),
         notes="One Colab-class GPU (T4 16 GB and up): each chapter under about 30 minutes.",
     ),

@@ -383,3 +383,26 @@ def test_training_step_logs_batch_prototypes():
     assert float(out["teacher_batch_usage"]) == pytest.approx(float(out["teacher_batch_prototypes"]) / 4, rel=1e-4)
     assert float(out["teacher_image_prototypes"]) >= 1.0
     assert float(out["collapse"]) in (0.0, 1.0, 2.0, 3.0)
+
+
+def test_multicrop_config_carries_the_sar_augmentations():
+    from sarssl.profiles import train_config
+    from sarssl.train.dino_setup import multicrop_config
+
+    cfg = multicrop_config(train_config("dino", "cpu"))
+    assert cfg.global_size == 64  # global views at the evaluation size
+    assert cfg.global_aug.db_offset <= 0.5  # within Sentinel-1's radiometric accuracy
+    cfg = multicrop_config(train_config("dino", "cpu", {"aug_db_offset": 0.3, "aug_speckle_p": 0.0,
+                                                        "aug_group_drop_p": 0.1}))
+    for aug in (cfg.global_aug, cfg.local_aug):
+        assert (aug.db_offset, aug.speckle_p, aug.group_drop_p) == (0.3, 0.0, 0.1)
+    with pytest.raises(ValueError, match="multicrop"):
+        from sarssl.train.dino_setup import prepare_dino
+
+        prepare_dino(train_config("dino", "smoke", {"multicrop": "gpu"}), SimpleNamespace(norm=_norm12()))
+
+
+def _norm12():
+    from sarssl.data.products import INPUT_CHANNELS
+
+    return SimpleNamespace(channels=INPUT_CHANNELS, std=[3.0] * 12, mean=[0.0] * 12)

@@ -8,6 +8,9 @@ for radar, so each view here gets radar-appropriate perturbations instead:
   and vertical flips, 90-degree rotations, small rotations (reflection padding);
 - radiometry, all additive in dB: a random calibration-like offset added to VV and VH (a common
   offset plus a small polarisation-differential one, VV-VH changes by exactly the differential),
+  by default within Sentinel-1's absolute radiometric accuracy (+-0.5 dB common, +-0.25 dB
+  differential): in SAR the level itself separates land-cover classes, so larger offsets teach the
+  encoder to ignore the signal it is evaluated on,
   and fresh multiplicative speckle, Gamma(L, 1/L) in linear power, applied to VV and VH, with VV-VH
   recomputed from the speckled VV and VH;
 - channel-group dropout: one whole season (its VV-VH, VV and VH) or one whole polarisation (VV with
@@ -30,6 +33,9 @@ seasons winter, spring, summer, fall within each group.
 
 Every random draw comes from a ``torch.Generator``; :class:`MultiCropDataset` seeds one per item
 from ``(seed, epoch, index)`` so the crops do not depend on the number of DataLoader workers.
+:class:`BatchMultiCrop` / :class:`BatchMultiCropDataset` make the same kinds of views for whole
+batches on the training device in the main process (one generator per batch), which is what DINO
+training uses by default (``DINOConfig.multicrop = "batch"``).
 """
 
 from __future__ import annotations
@@ -71,8 +77,9 @@ class ViewAugment:
     rotate_deg: float = 10.0  # small rotation, uniform in [-rotate_deg, rotate_deg]
     rotate_p: float = 0.3
     intensity_p: float = 0.8
-    db_offset: float = 1.5  # common VV and VH offset, uniform in [-db_offset, db_offset] dB
-    db_pol_offset: float = 0.5  # differential: VV gets +d/2, VH -d/2, d uniform in [-x, x] dB
+    # within Sentinel-1's absolute radiometric accuracy (about 0.5 dB): the level itself separates classes
+    db_offset: float = 0.5  # common VV and VH offset, uniform in [-db_offset, db_offset] dB
+    db_pol_offset: float = 0.25  # differential: VV gets +d/2, VH -d/2, d uniform in [-x, x] dB
     speckle_p: float = 0.5
     speckle_looks: float = 4.0  # equivalent number of looks L of the fresh speckle
     group_drop_p: float = 0.2  # drop one channel group (see CHANNEL_GROUPS)

@@ -147,7 +147,7 @@ class DINOConfig:
     freeze_last_layer_epochs: float = knob(1.0, "epochs during which the head's last layer is not trained")
     collapse_high: float = knob(0.95, "teacher entropy above this x ln K counts as uniform collapse")
     collapse_low: float = knob(0.05, "teacher entropy below this x ln K counts as one-hot collapse")
-    collapse_batch_low: float = knob(0.1, "batch collapse: the prototypes used across a batch (exp of the batch-mean "
+    collapse_batch_low: float = knob(0.25, "batch collapse: the prototypes used across a batch (exp of the batch-mean "
                                           "teacher entropy) at or below this x min(K, images per batch)")
     monitor_every: int = knob(1, "optimiser steps between collapse checks (each one syncs with the host)")
     base_lr: float = knob(5e-4, "peak learning rate per 256 samples (lr = base_lr x effective batch / 256)")

@@ -173,7 +173,7 @@ def dino_curves(metrics: pd.DataFrame | str | Path) -> pd.DataFrame:
 
 
 def dino_run_summary(metrics, out_dim: int, collapse_high: float = 0.95, collapse_low: float = 0.05,
-                     collapse_batch_low: float = 0.1) -> dict:
+                     collapse_batch_low: float = 0.25) -> dict:
     """Final numbers of a run: loss, teacher entropy ratio, prototypes used per image and across a batch, the
     collapse status (batch collapse too when the run logged ``teacher_batch_usage``), k-NN accuracy and baseline."""
     from sarssl.models.collapse import collapse_status

@@ -241,7 +241,7 @@ class DINO(TrainTask):
                  teacher_temp: float = 0.07, warmup_teacher_temp_epochs: float = 30.0, center_momentum: float = 0.9,
                  momentum_teacher: float = 0.996, freeze_last_layer_epochs: float = 1.0, norm_last_layer: bool = True,
                  use_bn_in_head: bool = False, collapse_high: float = 0.95, collapse_low: float = 0.05,
-                 collapse_batch_low: float = 0.1, monitor_every: int = 1, encoder_spec: dict | None = None):
+                 collapse_batch_low: float = 0.25, monitor_every: int = 1, encoder_spec: dict | None = None):
         super().__init__()
         embed_dim = getattr(backbone, "num_features", None) or getattr(backbone, "embed_dim")
         enable_dynamic_img_size(backbone)

@@ -61,7 +61,7 @@ def test_values_that_builders_used_to_hard_code():
         20, 0.07, 512, 256, 64)
     assert (dino.batch_size, dino.teacher_temp, dino.momentum_teacher) == (16, 0.04, 0.99)
     assert (dino.global_crop_size, dino.local_crop_size, dino.n_local_crops, dino.out_dim) == (64, 32, 4, 1024)
-    assert (dino.aug_db_offset, dino.multicrop) == (0.5, "batch")
+    assert (dino.aug_db_offset, dino.aug_intensity_p, dino.aug_group_drop_p, dino.multicrop) == (0.5, 0.0, 0.0, "batch")
     ft = train_config("finetune", "cpu").method_config
     assert (ft.probe_lr, ft.probe_weight_decay, ft.weight_decay, ft.clip_grad, ft.betas, ft.num_workers) == (
         3e-3, 1e-4, 0.05, 3.0, (0.9, 0.999), 0)
@@ -83,7 +83,7 @@ def test_train_configs_of_the_cpu_book_are_unchanged():
         epochs=30, batch_size=64, base_lr=1e-3, min_lr=0.0, warmup_epochs=2.0, weight_decay=0.05, betas=(0.9, 0.95),
         num_workers=2, device="cpu", seed=0, out_dir="out", checkpoint_every=None, log_every=5, progress=False)
     assert dino_train_config(train_config("dino", "cpu"), 360, "out", seed=0, progress=False) == TrainConfig(
-        epochs=6, batch_size=16, base_lr=5e-4, lr=5e-4, min_lr=1e-6, warmup_epochs=1.0, weight_decay=0.04,
+        epochs=5, batch_size=16, base_lr=5e-4, lr=5e-4, min_lr=1e-6, warmup_epochs=1.0, weight_decay=0.04,
         weight_decay_end=0.4, betas=(0.9, 0.999), clip_grad=3.0, clip_mode="per_param", num_workers=2,
         device="cpu", out_dir="out", seed=0, log_every=5, progress=False, checkpoint_every=None)
     prof = get_profile("cpu")

@@ -59,7 +59,9 @@ def test_values_that_builders_used_to_hard_code():
             dino.warmup_teacher_temp, dino.freeze_last_layer_epochs) == (0.1, 2048, 256, 0.1, 0.9, 0.04, 1.0)
     assert (dino.knn_k, dino.knn_temperature, dino.knn_max_train, dino.knn_max_test, dino.knn_batch_size) == (
         20, 0.07, 512, 256, 64)
-    assert (dino.batch_size, dino.teacher_temp, dino.momentum_teacher) == (32, 0.04, 0.97)
+    assert (dino.batch_size, dino.teacher_temp, dino.momentum_teacher) == (16, 0.04, 0.99)
+    assert (dino.global_crop_size, dino.local_crop_size, dino.n_local_crops, dino.out_dim) == (64, 32, 4, 1024)
+    assert (dino.aug_db_offset, dino.aug_intensity_p, dino.aug_group_drop_p, dino.multicrop) == (0.5, 0.0, 0.0, "batch")
     ft = train_config("finetune", "cpu").method_config
     assert (ft.probe_lr, ft.probe_weight_decay, ft.weight_decay, ft.clip_grad, ft.betas, ft.num_workers) == (
         3e-3, 1e-4, 0.05, 3.0, (0.9, 0.999), 0)
@@ -81,9 +83,9 @@ def test_train_configs_of_the_cpu_book_are_unchanged():
         epochs=30, batch_size=64, base_lr=1e-3, min_lr=0.0, warmup_epochs=2.0, weight_decay=0.05, betas=(0.9, 0.95),
         num_workers=2, device="cpu", seed=0, out_dir="out", checkpoint_every=None, log_every=5, progress=False)
     assert dino_train_config(train_config("dino", "cpu"), 360, "out", seed=0, progress=False) == TrainConfig(
-        epochs=5, batch_size=32, base_lr=4e-3, min_lr=1e-6, warmup_epochs=1.0, weight_decay=0.04,
+        epochs=5, batch_size=16, base_lr=5e-4, lr=5e-4, min_lr=1e-6, warmup_epochs=1.0, weight_decay=0.04,
         weight_decay_end=0.4, betas=(0.9, 0.999), clip_grad=3.0, clip_mode="per_param", num_workers=2,
-        device="cpu", out_dir="out", seed=0, log_every=2, progress=False, checkpoint_every=None)
+        device="cpu", out_dir="out", seed=0, log_every=5, progress=False, checkpoint_every=None)
     prof = get_profile("cpu")
     assert finetune_train_config(prof, 20, "linear", seed=1) == TrainConfig(
         epochs=50, batch_size=20, base_lr=1e-3, lr=3e-3, warmup_epochs=1.0, weight_decay=1e-4, betas=(0.9, 0.999),

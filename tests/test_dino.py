@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sarssl.models.collapse import CollapseMonitor, collapse_status, teacher_entropy
 from sarssl.train.knn import knn_accuracy, knn_land_cover_accuracy, majority_class
 from sarssl.models.dino import (
-    DINO, DINOHead, DINOLoss, teacher_momentum, teacher_temperature,
+    DINO, DINOHead, DINOLoss, build_dino, teacher_momentum, teacher_temperature,
 )
 
 NAME, PATCH, IMG = "vit_tiny_patch16_224", 8, 32
@@ -342,3 +342,67 @@ def test_engine_resume_gives_identical_dino_weights(tmp_path):
     Trainer(task3, data3, cfg3).fit()
     for k, v in task3.state_dict().items():
         assert torch.equal(v, full[k]), k  # exact, as for MAE
+
+
+def test_batch_collapse_seen_when_per_image_entropy_is_healthy():
+    from sarssl.models.collapse import batch_prototypes, batch_usage, image_prototypes
+
+    k, b = 64, 32
+    # every image spread over the same 3 prototypes: per-image entropy ln 3 looks fine, the batch uses 3
+    same = torch.zeros(b, k)
+    same[:, :3] = 1.0 / 3
+    assert float(image_prototypes(same)) == pytest.approx(3.0, rel=1e-5)
+    assert float(batch_prototypes(same)) == pytest.approx(3.0, rel=1e-5)
+    assert float(batch_usage(same)) == pytest.approx(3.0 / 32, rel=1e-5)
+    ent = float(teacher_entropy(same))
+    assert collapse_status(ent, k) == "ok"  # the per-image view alone misses it
+    assert collapse_status(ent, k, usage=float(batch_usage(same))) == "batch"
+    # each image on its own 2 prototypes: the batch uses all 64, usage 64 / min(K, B) = 2
+    spread = torch.zeros(b, k)
+    spread[torch.arange(b), 2 * torch.arange(b)] = 0.5
+    spread[torch.arange(b), 2 * torch.arange(b) + 1] = 0.5
+    assert float(batch_prototypes(spread)) == pytest.approx(64.0, rel=1e-4)
+    assert float(batch_usage(spread)) == pytest.approx(2.0, rel=1e-4)
+    assert collapse_status(float(teacher_entropy(spread)), k, usage=float(batch_usage(spread))) == "ok"
+    mon = CollapseMonitor(k, patience=2, batch_low=0.1)
+    mon.update(ent, 0, usage=0.05)
+    with pytest.warns(RuntimeWarning, match="batch collapse"):
+        mon.update(ent, 1, usage=0.05)
+    with pytest.raises(ValueError):
+        collapse_status(ent, k, batch_low=1.5)
+
+
+def test_training_step_logs_batch_prototypes():
+    task = build_dino("vit_tiny", patch_size=8, img_size=16, out_dim=32, hidden_dim=32, bottleneck_dim=16,
+                      n_global=2, collapse_batch_low=0.1)
+    g = torch.Generator().manual_seed(0)
+    crops = [torch.randn(4, 12, 16, 16, generator=g) for _ in range(2)] + [torch.randn(4, 12, 8, 8, generator=g)]
+    info = type("S", (), {"step": 0, "steps_per_epoch": 10, "total_steps": 10, "micro_step": 0})()
+    out = task.training_step({"crops": crops}, info)
+    assert 1.0 <= float(out["teacher_batch_prototypes"]) <= 32.0 + 1e-3  # at most K
+    assert float(out["teacher_batch_usage"]) == pytest.approx(float(out["teacher_batch_prototypes"]) / 4, rel=1e-4)
+    assert float(out["teacher_image_prototypes"]) >= 1.0
+    assert float(out["collapse"]) in (0.0, 1.0, 2.0, 3.0)
+
+
+def test_multicrop_config_carries_the_sar_augmentations():
+    from sarssl.profiles import train_config
+    from sarssl.train.dino_setup import multicrop_config
+
+    cfg = multicrop_config(train_config("dino", "cpu"))
+    assert cfg.global_size == 64  # global views at the evaluation size
+    assert cfg.global_aug.db_offset <= 0.5  # within Sentinel-1's radiometric accuracy
+    cfg = multicrop_config(train_config("dino", "cpu", {"aug_db_offset": 0.3, "aug_speckle_p": 0.0,
+                                                        "aug_group_drop_p": 0.1}))
+    for aug in (cfg.global_aug, cfg.local_aug):
+        assert (aug.db_offset, aug.speckle_p, aug.group_drop_p) == (0.3, 0.0, 0.1)
+    with pytest.raises(ValueError, match="multicrop"):
+        from sarssl.train.dino_setup import prepare_dino
+
+        prepare_dino(train_config("dino", "smoke", {"multicrop": "gpu"}), SimpleNamespace(norm=_norm12()))
+
+
+def _norm12():
+    from sarssl.data.products import INPUT_CHANNELS
+
+    return SimpleNamespace(channels=INPUT_CHANNELS, std=[3.0] * 12, mean=[0.0] * 12)

@@ -166,3 +166,90 @@ def test_dataset_wrapper_collates_and_is_worker_independent():
     ds.set_epoch(1)
     assert not torch.equal(a, ds[4]["crops"][0])
     assert item_seed(0, 0, 1) != item_seed(0, 1, 0)
+
+
+# ---------------------------------------------------------------------------------------------- batched
+def _batch(b=3, h=32, w=32, seed=0):
+    xs, vs = zip(*[_chip(h, w, seed + i) for i in range(b)])
+    return torch.stack(xs), torch.stack(vs)
+
+
+def test_view_theta_reproduces_crop_flips_and_quarter_turns():
+    import torch.nn.functional as F
+    from sarssl.data.multicrop import _view_theta
+
+    x = torch.randn(1, 3, 8, 8)
+
+    def sample(theta, size=8):
+        grid = F.affine_grid(theta[None].float(), [1, 3, size, size], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", align_corners=False)
+
+    full = (0, 0, 8, 8)
+    assert torch.allclose(sample(_view_theta(full, 8, 8, False, False, 0, 0.0)), x, atol=1e-5)
+    assert torch.allclose(sample(_view_theta(full, 8, 8, True, False, 0, 0.0)), x.flip(-1), atol=1e-5)
+    assert torch.allclose(sample(_view_theta(full, 8, 8, False, True, 0, 0.0)), x.flip(-2), atol=1e-5)
+    for k in range(4):
+        assert torch.allclose(sample(_view_theta(full, 8, 8, False, False, k, 0.0)), torch.rot90(x, k, (-2, -1)),
+                              atol=1e-5)
+    assert torch.allclose(sample(_view_theta((2, 1, 4, 4), 8, 8, False, False, 0, 0.0), 4), x[..., 2:6, 1:5],
+                          atol=1e-5)
+
+
+def test_batch_multicrop_shapes_masks_and_identity():
+    from sarssl.data.multicrop import BatchMultiCrop
+
+    x, v = _batch()
+    cfg = MultiCropConfig(n_global=2, n_local=2, global_size=32, local_size=16)
+    crops, valids = BatchMultiCrop(cfg, STD).batch(x, v, torch.Generator().manual_seed(0))
+    assert [tuple(c.shape) for c in crops] == [(3, 12, 32, 32)] * 2 + [(3, 12, 16, 16)] * 2
+    for c, m in zip(crops, valids):
+        assert m.dtype == torch.bool and torch.all(c[~m] == 0)
+    ident = MultiCropConfig(n_global=1, n_local=0, global_size=32, global_scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                            global_aug=NO_AUG)
+    (c,), (m,) = BatchMultiCrop(ident).batch(x, v)
+    assert torch.allclose(c, x, atol=1e-5) and torch.equal(m, v)
+
+
+def test_batch_multicrop_offsets_speckle_and_dropout():
+    from sarssl.data.multicrop import BatchMultiCrop
+
+    x = torch.zeros(64, 12, 16, 16)
+    only = dict(hflip_p=0, vflip_p=0, rot90=False, rotate_p=0, speckle_p=0, group_drop_p=0)
+    cfg = MultiCropConfig(n_global=1, n_local=0, global_size=16, global_scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                          global_aug=ViewAugment(intensity_p=1.0, db_offset=0.5, db_pol_offset=0.0, **only))
+    (c,), _ = BatchMultiCrop(cfg, STD).batch(x, None, torch.Generator().manual_seed(0))
+    db = c * STD[None, :, None, None]
+    assert float(db[:, 4:].abs().max()) <= 0.5 + 1e-5  # within the +-0.5 dB calibration offset
+    assert torch.allclose(db[:, 4:8], db[:, 8:12], atol=1e-5) and float(db[:, :4].abs().max()) < 1e-5
+    assert float(db[:, 4, 0, 0].std()) > 0.1  # offsets differ per image
+    cfg = MultiCropConfig(n_global=1, n_local=0, global_size=16, global_scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                          global_aug=ViewAugment(intensity_p=0, speckle_looks=4.0, **{**only, "speckle_p": 1.0}))
+    (c,), _ = BatchMultiCrop(cfg, STD).batch(x, None, torch.Generator().manual_seed(0))
+    lin = 10 ** (c[:, 4:8] * 3.0 / 10)  # VV in linear power: Gamma(4, 1/4), mean 1, variance 1/4
+    assert float(lin.mean()) == pytest.approx(1.0, abs=0.03) and float(lin.var()) == pytest.approx(0.25, abs=0.03)
+    cfg = MultiCropConfig(n_global=1, n_local=0, global_size=16, global_scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                          global_aug=ViewAugment(intensity_p=0, **{**only, "group_drop_p": 1.0}))
+    x1 = torch.ones(8, 12, 16, 16)
+    (c,), (m,) = BatchMultiCrop(cfg, STD).batch(x1, None, torch.Generator().manual_seed(0))
+    dropped = ~m[:, :, 0, 0]
+    for i in range(8):  # each image lost exactly one whole season or polarisation group
+        assert tuple(torch.nonzero(dropped[i]).flatten().tolist()) in {tuple(g) for g in CHANNEL_GROUPS.values()}
+        assert torch.all(c[i][dropped[i]] == 0)
+
+
+def test_batch_multicrop_dataset_views_are_seeded_by_epoch_and_items():
+    from torch.utils.data import default_collate
+    from sarssl.data.multicrop import BatchMultiCrop, BatchMultiCropDataset
+
+    x, v = _batch(4)
+    base = [{"s1": x[i], "s1_valid": v[i], "id": f"c{i}"} for i in range(4)]
+    cfg = MultiCropConfig(n_local=2, global_size=32, local_size=16)
+    ds = BatchMultiCropDataset(base, BatchMultiCrop(cfg, STD), seed=3)
+    batch = default_collate([ds[i] for i in (2, 0)])
+    a = ds.batch_views(batch)
+    assert a["id"] == ["c2", "c0"] and len(a["crops"]) == 4 and "s1" not in a
+    assert all(torch.equal(p, q) for p, q in zip(a["crops"], ds.batch_views(batch)["crops"]))
+    ds.set_epoch(1)
+    assert not torch.equal(a["crops"][0], ds.batch_views(batch)["crops"][0])
+    with pytest.raises(TypeError):
+        BatchMultiCropDataset(base, MultiCrop(cfg, STD))

@@ -172,8 +172,10 @@ def dino_curves(metrics: pd.DataFrame | str | Path) -> pd.DataFrame:
     return df.sort_values("step").reset_index(drop=True)
 
 
-def dino_run_summary(metrics, out_dim: int, collapse_high: float = 0.95, collapse_low: float = 0.05) -> dict:
-    """Final numbers of a run: loss, teacher entropy ratio and collapse status, k-NN accuracy and baseline."""
+def dino_run_summary(metrics, out_dim: int, collapse_high: float = 0.95, collapse_low: float = 0.05,
+                     collapse_batch_low: float = 0.25) -> dict:
+    """Final numbers of a run: loss, teacher entropy ratio, prototypes used per image and across a batch, the
+    collapse status (batch collapse too when the run logged ``teacher_batch_usage``), k-NN accuracy and baseline."""
     from sarssl.models.collapse import collapse_status
 
     df = dino_curves(metrics)
@@ -182,8 +184,14 @@ def dino_run_summary(metrics, out_dim: int, collapse_high: float = 0.95, collaps
            "final_loss": float(last["loss"])}
     if "teacher_entropy" in df and df["teacher_entropy"].notna().any():
         ent = float(df["teacher_entropy"].dropna().iloc[-1])
+        usage = None
+        if "teacher_batch_usage" in df and df["teacher_batch_usage"].notna().any():
+            usage = float(df["teacher_batch_usage"].dropna().iloc[-1])
+            out.update(batch_usage=usage, image_prototypes=math.exp(ent))
+            if "teacher_batch_prototypes" in df:
+                out["batch_prototypes"] = float(df["teacher_batch_prototypes"].dropna().iloc[-1])
         out.update(teacher_entropy=ent, ln_k=math.log(out_dim), entropy_ratio=ent / math.log(out_dim),
-                   collapse=collapse_status(ent, out_dim, collapse_high, collapse_low))
+                   collapse=collapse_status(ent, out_dim, collapse_high, collapse_low, usage, collapse_batch_low))
     if "knn_top1" in df and df["knn_top1"].notna().any():
         knn = df.dropna(subset=["knn_top1"])
         ep = knn["epoch"] if "epoch" in knn else knn["step"]

@@ -8,6 +8,9 @@ for radar, so each view here gets radar-appropriate perturbations instead:
   and vertical flips, 90-degree rotations, small rotations (reflection padding);
 - radiometry, all additive in dB: a random calibration-like offset added to VV and VH (a common
   offset plus a small polarisation-differential one, VV-VH changes by exactly the differential),
+  by default within Sentinel-1's absolute radiometric accuracy (+-0.5 dB common, +-0.25 dB
+  differential): in SAR the level itself separates land-cover classes, so larger offsets teach the
+  encoder to ignore the signal it is evaluated on,
   and fresh multiplicative speckle, Gamma(L, 1/L) in linear power, applied to VV and VH, with VV-VH
   recomputed from the speckled VV and VH;
 - channel-group dropout: one whole season (its VV-VH, VV and VH) or one whole polarisation (VV with
@@ -30,6 +33,9 @@ seasons winter, spring, summer, fall within each group.
 
 Every random draw comes from a ``torch.Generator``; :class:`MultiCropDataset` seeds one per item
 from ``(seed, epoch, index)`` so the crops do not depend on the number of DataLoader workers.
+:class:`BatchMultiCrop` / :class:`BatchMultiCropDataset` make the same kinds of views for whole
+batches on the training device in the main process (one generator per batch), which is what DINO
+training uses by default (``DINOConfig.multicrop = "batch"``).
 """
 
 from __future__ import annotations
@@ -71,8 +77,9 @@ class ViewAugment:
     rotate_deg: float = 10.0  # small rotation, uniform in [-rotate_deg, rotate_deg]
     rotate_p: float = 0.3
     intensity_p: float = 0.8
-    db_offset: float = 1.5  # common VV and VH offset, uniform in [-db_offset, db_offset] dB
-    db_pol_offset: float = 0.5  # differential: VV gets +d/2, VH -d/2, d uniform in [-x, x] dB
+    # within Sentinel-1's absolute radiometric accuracy (about 0.5 dB): the level itself separates classes
+    db_offset: float = 0.5  # common VV and VH offset, uniform in [-db_offset, db_offset] dB
+    db_pol_offset: float = 0.25  # differential: VV gets +d/2, VH -d/2, d uniform in [-x, x] dB
     speckle_p: float = 0.5
     speckle_looks: float = 4.0  # equivalent number of looks L of the fresh speckle
     group_drop_p: float = 0.2  # drop one channel group (see CHANNEL_GROUPS)
@@ -398,4 +405,159 @@ class MultiCropDataset(torch.utils.data.Dataset):
         for k in self.keep:
             if k in sample:
                 out[k] = sample[k]
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# batched multi-crop: whole batches on the training device, in the main process
+# ------------------------------------------------------------------------------------------------
+def _view_theta(box: tuple[int, int, int, int], h: int, w: int, hflip: bool, vflip: bool, k: int,
+                degrees: float) -> torch.Tensor:
+    """(2, 3) ``affine_grid`` matrix (``align_corners=False``) of one view: output coordinates are turned
+    (small rotation, ``k`` quarter turns, flips) and then mapped into the crop ``box`` of an ``h x w`` chip."""
+    top, left, ch, cw = box
+    a = torch.eye(2, dtype=torch.float64)
+    if degrees:
+        t = math.radians(degrees)
+        a = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]], dtype=torch.float64) @ a
+    # a quarter turn of the output samples (x, y) at (-y, x): torch.rot90(view, k, (-2, -1)) exactly
+    q = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
+    a = torch.linalg.matrix_power(q, k % 4) @ a
+    if vflip:
+        a = torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64)) @ a
+    if hflip:
+        a = torch.diag(torch.tensor([-1.0, 1.0], dtype=torch.float64)) @ a
+    scale = torch.diag(torch.tensor([cw / w, ch / h], dtype=torch.float64))
+    centre = torch.tensor([(2 * left + cw) / w - 1.0, (2 * top + ch) / h - 1.0], dtype=torch.float64)
+    return torch.cat([scale @ a, centre[:, None]], 1)
+
+
+class BatchMultiCrop(MultiCrop):
+    """:class:`MultiCrop` for whole batches: ``(B, 12, H, W)`` in, lists of ``(B, 12, S, S)`` views out.
+
+    The same perturbations as :meth:`MultiCrop.view` (geometry, level offsets, speckle, season
+    remapping, channel-group dropout), drawn per image, but applied as a few tensor operations per
+    view: crop, resize, flips, quarter turns and the small rotation are one affine ``grid_sample``
+    (bilinear for ``s1``, nearest for the mask; outside the chip the border is reflected), the level
+    offsets one broadcast add, speckle one Gamma draw for the views that get it. It runs where the
+    batch is (the training device, in the main process), so the DataLoader workers only read chips.
+
+    Differences from the per-sample path, by design: resizing is bilinear without antialiasing
+    (global crops are enlarged, local crops shrink by at most ``sqrt(max local scale) x chip / local
+    size``, 1.26 x for 64 px chips and 32 px views), and a small rotation samples the chip around
+    the crop rather than reflecting the crop's own border. Scalar draws come from one
+    ``torch.Generator`` per batch (see :meth:`MultiCropDataset.batch_views`).
+    """
+
+    def _params(self, n: int, h: int, w: int, size: int, scale, aug: ViewAugment, g: torch.Generator):
+        thetas, seasons, offsets, speckle, drops = [], [], [], [], []
+        names = tuple(CHANNEL_GROUPS)
+        for _ in range(n):
+            box = sample_crop_box(h, w, scale, self.config.ratio, g)
+            hf, vf = _u(g) < aug.hflip_p, _u(g) < aug.vflip_p
+            k = int(torch.randint(0, 4, (), generator=g)) if aug.rot90 else 0
+            deg = _u(g, -aug.rotate_deg, aug.rotate_deg) if aug.rotate_deg > 0 and _u(g) < aug.rotate_p else 0.0
+            thetas.append(_view_theta(box, h, w, hf, vf, k, deg))
+            src = (season_index(aug.season_mode, g) if aug.season_mode != "none" and _u(g) < aug.season_p
+                   else torch.arange(N_SEASONS))
+            seasons.append(torch.cat([q * N_SEASONS + src for q in range(3)]))
+            if aug.intensity_p > 0 and _u(g) < aug.intensity_p:
+                common = _u(g, -aug.db_offset, aug.db_offset)
+                diff = _u(g, -aug.db_pol_offset, aug.db_pol_offset)
+                offsets.append((common + diff / 2, common - diff / 2))
+            else:
+                offsets.append((0.0, 0.0))
+            speckle.append(aug.speckle_p > 0 and _u(g) < aug.speckle_p)
+            drops.append(names[int(torch.randint(0, len(names), (), generator=g))]
+                         if aug.group_drop_p > 0 and _u(g) < aug.group_drop_p else None)
+        return torch.stack(thetas), torch.stack(seasons), offsets, torch.tensor(speckle), drops
+
+    def batch_view(self, x: torch.Tensor, valid: torch.Tensor, size: int, scale, aug: ViewAugment,
+                   g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One augmented view of every image of (B, 12, H, W) ``x``: ``(B, 12, size, size)`` and its mask."""
+        b, c, h, w = x.shape
+        theta, season, offsets, speckle, drops = self._params(b, h, w, size, scale, aug, g)
+        grid = F.affine_grid(theta.to(x.dtype).to(x.device), [b, c, size, size], align_corners=False)
+        xv = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        vv = F.grid_sample(valid.to(x.dtype), grid, mode="nearest", padding_mode="reflection",
+                           align_corners=False) > 0.5
+        idx = season.to(x.device)[:, :, None, None].expand(-1, -1, size, size)
+        xv, vv = xv.gather(1, idx), vv.gather(1, idx)
+        if self.std_db is not None:
+            std = self.std_db.to(device=x.device, dtype=x.dtype)
+            vvdb = torch.tensor([o[0] for o in offsets], dtype=x.dtype)
+            vhdb = torch.tensor([o[1] for o in offsets], dtype=x.dtype)
+            delta = torch.cat([(vvdb - vhdb)[:, None].expand(-1, 4), vvdb[:, None].expand(-1, 4),
+                               vhdb[:, None].expand(-1, 4)], 1).to(x.device)
+            xv = xv + (delta / std)[:, :, None, None]
+            sel = torch.nonzero(speckle).flatten()
+            if sel.numel():
+                n_db = 10.0 * torch.log10(sample_gamma((sel.numel(), 8, size, size), aug.speckle_looks, g,
+                                                       dtype=x.dtype)).to(x.device)
+                s = std[None, :, None, None]
+                add = torch.cat([n_db[:, :4] - n_db[:, 4:], n_db[:, :4], n_db[:, 4:]], 1) / s
+                xv = xv.index_add(0, sel.to(x.device), add)
+        keep = torch.ones(b, c, dtype=torch.bool)
+        for i, name in enumerate(drops):
+            if name is not None:
+                keep[i, list(CHANNEL_GROUPS[name])] = False
+        vv = vv & keep.to(x.device)[:, :, None, None]
+        xv = torch.where(vv, xv, torch.zeros((), dtype=xv.dtype, device=xv.device))
+        return xv.contiguous(), vv.contiguous()
+
+    def batch(self, s1: torch.Tensor, s1_valid: torch.Tensor | None = None, generator: torch.Generator | None = None
+              ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``n_crops`` views of every image of (B, 12, H, W) ``s1``: lists of (B, 12, S, S) tensors, globals first."""
+        s1 = torch.as_tensor(s1).float()
+        if s1.ndim != 4 or s1.shape[1] != N_CHANNELS:
+            raise ValueError(f"BatchMultiCrop: 's1' must be (B, {N_CHANNELS}, H, W), got {tuple(s1.shape)}")
+        valid = torch.ones_like(s1, dtype=torch.bool) if s1_valid is None else torch.as_tensor(s1_valid).bool()
+        if valid.shape != s1.shape:
+            raise ValueError(f"BatchMultiCrop: 's1_valid' shape {tuple(valid.shape)} != 's1' shape {tuple(s1.shape)}")
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        cfg = self.config
+        crops, valids = [], []
+        for i in range(cfg.n_crops):
+            is_global = i < cfg.n_global
+            xv, vv = self.batch_view(s1, valid, cfg.global_size if is_global else cfg.local_size,
+                                     cfg.global_scale if is_global else cfg.local_scale,
+                                     cfg.global_aug if is_global else cfg.local_aug, g)
+            crops.append(xv)
+            valids.append(vv)
+        return crops, valids
+
+
+class BatchMultiCropDataset(MultiCropDataset):
+    """:class:`MultiCropDataset` whose items stay whole chips (``s1``, ``s1_valid``, ``index``); the engine's
+    ``batch_transform`` :meth:`batch_views` makes the views of each batch on the device in the main process.
+
+    A batch's draws come from one generator seeded by ``(seed, epoch, its item indices)``, so they repeat
+    exactly on a resumed run (the sampler replays the same batches) and do not depend on the workers.
+    """
+
+    def __init__(self, base, multicrop: BatchMultiCrop, seed: int = 0, keep: Sequence[str] = ("id",)):
+        if not isinstance(multicrop, BatchMultiCrop):
+            raise TypeError(f"BatchMultiCropDataset: expected a BatchMultiCrop, got {type(multicrop).__name__}")
+        super().__init__(base, multicrop, seed, keep)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.base[index]
+        if "s1" not in sample:
+            raise KeyError(f"BatchMultiCropDataset: item {index} has no 's1' (keys: {sorted(sample)})")
+        out = {"s1": torch.as_tensor(sample["s1"], dtype=torch.float32), "index": int(index)}
+        if sample.get("s1_valid") is not None:
+            out["s1_valid"] = torch.as_tensor(sample["s1_valid"]).bool()
+        for k in self.keep:
+            if k in sample:
+                out[k] = sample[k]
+        return out
+
+    def batch_views(self, batch: dict) -> dict:
+        """``batch`` (collated items) with ``crops``/``crops_valid`` added: the engine's ``batch_transform``."""
+        index = torch.as_tensor(batch["index"]).flatten().tolist()
+        seq = np.random.SeedSequence([self.seed, self.epoch, *[int(i) for i in index]])
+        g = torch.Generator().manual_seed(int(seq.generate_state(2, np.uint64)[0] >> np.uint64(1)))
+        crops, valids = self.multicrop.batch(batch["s1"], batch.get("s1_valid"), g)
+        out = {k: v for k, v in batch.items() if k not in ("s1", "s1_valid")}
+        out["crops"], out["crops_valid"] = crops, valids
         return out

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from sarssl.models.collapse import CollapseMonitor, teacher_entropy
+from sarssl.models.collapse import COLLAPSE_CODES, CollapseMonitor, batch_usage, teacher_entropy
 from sarssl.models.task import TrainTask, param_groups_weight_decay
 
 
@@ -229,7 +229,9 @@ class DINO(TrainTask):
     ``backbone``: a timm ``VisionTransformer`` with ``num_classes=0`` (its output is the CLS
     feature); it becomes the student's backbone, and a deep copy without drop-path, frozen, is the
     teacher's. Batches are dicts with ``"crops"``: a list of ``n_global + n_local`` tensors
-    (B, 12, S, S), globals first (see :class:`sarssl.data.multicrop.MultiCropDataset`).
+    (B, 12, S, S), globals first (see :class:`sarssl.data.multicrop.MultiCropDataset`), or whole chips
+    (``"s1"``, ``"index"``) from an attached :class:`~sarssl.data.multicrop.BatchMultiCropDataset`, whose
+    ``batch_views`` makes the crops here, on the device.
     """
 
     monitor, mode = "loss", "min"  # cross-entropy of student to centred, sharpened teacher
@@ -239,7 +241,7 @@ class DINO(TrainTask):
                  teacher_temp: float = 0.07, warmup_teacher_temp_epochs: float = 30.0, center_momentum: float = 0.9,
                  momentum_teacher: float = 0.996, freeze_last_layer_epochs: float = 1.0, norm_last_layer: bool = True,
                  use_bn_in_head: bool = False, collapse_high: float = 0.95, collapse_low: float = 0.05,
-                 monitor_every: int = 1, encoder_spec: dict | None = None):
+                 collapse_batch_low: float = 0.25, monitor_every: int = 1, encoder_spec: dict | None = None):
         super().__init__()
         embed_dim = getattr(backbone, "num_features", None) or getattr(backbone, "embed_dim")
         enable_dynamic_img_size(backbone)
@@ -257,13 +259,16 @@ class DINO(TrainTask):
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
         self.momentum_teacher = momentum_teacher
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
-        self.collapse_monitor = CollapseMonitor(out_dim, high=collapse_high, low=collapse_low)
+        self.collapse_monitor = CollapseMonitor(out_dim, high=collapse_high, low=collapse_low,
+                                                batch_low=collapse_batch_low)
         self.monitor_every = max(int(monitor_every), 1)
-        self.collapse_high, self.collapse_low = collapse_high, collapse_low
+        self.collapse_high, self.collapse_low, self.collapse_batch_low = collapse_high, collapse_low, collapse_batch_low
         self._momentum = momentum_teacher
         self._encoder_spec = dict(encoder_spec) if encoder_spec is not None else None
         #: datasets whose ``set_epoch`` follows training (e.g. ``MultiCropDataset``); see :meth:`attach_data`
         self._epoch_datasets: list = []
+        #: ``batch_views`` of attached datasets whose items are whole chips (views made in :meth:`training_step`)
+        self._view_makers: list = []
         #: optional ``fn(encoder) -> dict`` run at each epoch end on rank 0 (e.g. k-NN accuracy)
         self.epoch_end_eval = None
 
@@ -295,6 +300,9 @@ class DINO(TrainTask):
 
     def training_step(self, batch: dict, step_info) -> dict:
         """Loss and 0-d monitoring tensors (no host sync except the collapse check every ``monitor_every`` steps)."""
+        if isinstance(batch, dict) and "crops" not in batch and self._view_makers:
+            with torch.autocast(device_type=batch["s1"].device.type, enabled=False):
+                batch = self._view_makers[0](batch)  # batched multi-crop on the device, main process
         crops = batch["crops"] if isinstance(batch, dict) else batch
         if len(crops) < 2:
             raise ValueError(f"DINO: got {len(crops)} crop(s); need at least 2 views (globals first)")
@@ -304,10 +312,15 @@ class DINO(TrainTask):
         loss, probs = self(crops, temp)
         with torch.no_grad():
             ent = teacher_entropy(probs)
+            n_images = probs.shape[0] // self.n_global
+            # per global view: the two views of one image agree by design, so each view's batch counts
+            usage = torch.stack([batch_usage(p, n_images) for p in probs.view(self.n_global, n_images, -1)]).mean()
             ln_k = math.log(self.loss_fn.out_dim)
-            collapse = (ent >= self.collapse_high * ln_k).float() + 2.0 * (ent <= self.collapse_low * ln_k).float()
+            per_image = (ent >= self.collapse_high * ln_k).float() + 2.0 * (ent <= self.collapse_low * ln_k).float()
+            collapse = torch.where(per_image > 0, per_image,
+                                   float(COLLAPSE_CODES["batch"]) * (usage <= self.collapse_batch_low).float())
         if int(step_info.step) % self.monitor_every == 0 and getattr(step_info, "micro_step", 0) == 0:
-            self.collapse_monitor.update(float(ent), step=int(step_info.step))
+            self.collapse_monitor.update(float(ent), step=int(step_info.step), usage=float(usage))
         dev = loss.device
         return {
             "loss": loss,
@@ -315,7 +328,10 @@ class DINO(TrainTask):
             "teacher_momentum": torch.tensor(self._momentum, device=dev),
             "teacher_entropy": ent,
             "teacher_entropy_ratio": ent / ln_k,
-            "collapse": collapse,  # 0 ok, 1 uniform, 2 one-hot (averaged over the logging window)
+            "teacher_image_prototypes": ent.exp(),  # exp of the mean per-image entropy
+            "teacher_batch_prototypes": usage * min(self.loss_fn.out_dim, n_images),  # exp H(batch mean)
+            "teacher_batch_usage": usage,  # the above / min(K, images per batch)
+            "collapse": collapse,  # 0 ok, 1 uniform, 2 one-hot, 3 batch (averaged over the logging window)
         }
 
     # -------------------------------------------------------------------- engine hooks
@@ -347,10 +363,13 @@ class DINO(TrainTask):
         torch._foreach_add_(t, s, alpha=1.0 - momentum)
 
     def attach_data(self, dataset) -> None:
-        """Keep ``dataset.set_epoch`` in step with training (set at each epoch end and on resume)."""
+        """Keep ``dataset.set_epoch`` in step with training (set at each epoch end and on resume); a dataset with
+        ``batch_views`` (:class:`~sarssl.data.multicrop.BatchMultiCropDataset`) also makes each batch's views."""
         if not callable(getattr(dataset, "set_epoch", None)):
             raise TypeError(f"DINO.attach_data: {type(dataset).__name__} has no set_epoch(epoch)")
         self._epoch_datasets.append(dataset)
+        if callable(getattr(dataset, "batch_views", None)):  # BatchMultiCropDataset: views made per batch here
+            self._view_makers.append(dataset.batch_views)
 
     def _set_data_epoch(self, epoch: int) -> None:
         for ds in self._epoch_datasets:

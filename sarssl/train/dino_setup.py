@@ -27,11 +27,15 @@ def _dino(config: RunConfig):
 def multicrop_config(config: RunConfig, **overrides):
     """:class:`sarssl.data.multicrop.MultiCropConfig` of the DINO section (views, sizes, area scales);
     ``overrides`` are MultiCropConfig fields."""
-    from sarssl.data.multicrop import MultiCropConfig
+    from sarssl.data.multicrop import MultiCropConfig, ViewAugment
 
     d = _dino(config)
+    aug = ViewAugment(db_offset=d.aug_db_offset, db_pol_offset=d.aug_db_pol_offset, intensity_p=d.aug_intensity_p,
+                      speckle_p=d.aug_speckle_p, speckle_looks=d.aug_speckle_looks, group_drop_p=d.aug_group_drop_p,
+                      rotate_p=d.aug_rotate_p)
     values = dict(n_global=d.n_global_crops, n_local=d.n_local_crops, global_size=d.global_crop_size,
-                  local_size=d.local_crop_size, global_scale=d.global_crops_scale, local_scale=d.local_crops_scale)
+                  local_size=d.local_crop_size, global_scale=d.global_crops_scale, local_scale=d.local_crops_scale,
+                  global_aug=aug, local_aug=aug)
     values.update(overrides)
     return MultiCropConfig(**values)
 
@@ -54,7 +58,7 @@ def dino_from_config(config: RunConfig):
         warmup_teacher_temp_epochs=d.warmup_teacher_temp_epochs, center_momentum=d.center_momentum,
         momentum_teacher=d.momentum_teacher, freeze_last_layer_epochs=d.freeze_last_layer_epochs,
         norm_last_layer=d.norm_last_layer, use_bn_in_head=d.use_bn_in_head, collapse_high=d.collapse_high,
-        collapse_low=d.collapse_low, monitor_every=d.monitor_every)
+        collapse_low=d.collapse_low, collapse_batch_low=d.collapse_batch_low, monitor_every=d.monitor_every)
 
 
 def dino_train_config(config: RunConfig, n_train: int, out_dir=None, seed: int = 0, progress: bool = True
@@ -80,21 +84,30 @@ def prepare_dino(config: RunConfig, train_dataset, knn_train=None, knn_test=None
 
     ``train_dataset`` yields canonical samples (normalised ``s1``) and carries the dataset's
     ``norm`` (:class:`~sarssl.data.transforms.Normalization`; its per-channel std drives the dB
-    augmentations). The crops come from :class:`~sarssl.data.multicrop.MultiCropDataset` in the
-    DataLoader workers, seeded by ``(seed, epoch, index)``. With ``knn_train`` (labelled with
+    augmentations). With ``multicrop="batch"`` (the default) the items are whole chips and
+    :class:`~sarssl.data.multicrop.BatchMultiCropDataset` makes each batch's views on the training
+    device in the main process (the task calls its ``batch_views`` on each batch), seeded by
+    ``(seed, epoch, the batch's indices)``; with ``"sample"`` :class:`~sarssl.data.multicrop.MultiCropDataset`
+    makes them per chip in the DataLoader workers, seeded by ``(seed, epoch, index)``. With ``knn_train`` (labelled with
     ``worldcover``), each epoch end logs the teacher's k-NN land-cover accuracy
     (:func:`sarssl.train.knn.knn_land_cover_accuracy`; ``knn_test`` optional).
     """
     from sarssl.train.knn import knn_land_cover_accuracy
-    from sarssl.data.multicrop import MultiCrop, MultiCropDataset
+    from sarssl.data.multicrop import BatchMultiCrop, BatchMultiCropDataset, MultiCrop, MultiCropDataset
 
     d = _dino(config)
     norm = getattr(train_dataset, "norm", None)
     if norm is None:
         raise ValueError("prepare_dino: the training dataset has no 'norm' (normalisation statistics); "
                          "DINO's dB augmentations need the per-channel std in dB")
-    mc = MultiCrop.from_normalization(multicrop_config(config), norm)
-    data = MultiCropDataset(train_dataset, mc, seed=seed, keep=())
+    if d.multicrop == "batch":
+        data = BatchMultiCropDataset(train_dataset, BatchMultiCrop.from_normalization(multicrop_config(config), norm),
+                                     seed=seed, keep=())
+    elif d.multicrop == "sample":
+        data = MultiCropDataset(train_dataset, MultiCrop.from_normalization(multicrop_config(config), norm),
+                                seed=seed, keep=())
+    else:
+        raise ValueError(f"DINO multicrop={d.multicrop!r}: expected 'batch' or 'sample'")
     task = dino_from_config(config)
     task.attach_data(data)
     if knn_train is not None:
@@ -102,3 +115,4 @@ def prepare_dino(config: RunConfig, train_dataset, knn_train=None, knn_test=None
                   batch_size=d.knn_batch_size, seed=seed)
         task.epoch_end_eval = lambda enc: knn_land_cover_accuracy(enc, knn_train, knn_test, **kw)
     return task, data, dino_train_config(config, len(train_dataset), out_dir, seed, progress)
+

@@ -237,8 +237,9 @@ def resolve_data(data: str | os.PathLike = "auto", profile: Profile | str = "aut
     else:
         folder = Path(spec).expanduser()
         if not folder.is_dir():
-            raise FileNotFoundError(f"DATA {spec!r} is not a folder; expected 'auto', 'sim', a folder (an M3LEO root, "
-                                    "an AOI folder or a GeoTIFF folder with bandmap.json) or 'hub:M3LEO-miniset/<aoi>'")
+            raise FileNotFoundError(f"DATA folder {spec!r} does not exist; DATA is 'auto', 'sim', a folder (an M3LEO "
+                                    "root, an AOI folder or a GeoTIFF folder with bandmap.json) or "
+                                    "'hub:M3LEO-miniset/<aoi>'")
         if band_map is not None or has_band_map(folder):
             conv = convert_folder(folder, paths.derived_data_dir("own") / _key(folder.resolve()), band_map,
                                   progress=progress)

@@ -221,3 +221,19 @@ def test_band_map_without_tiles(tmp_path):
         warnings.simplefilter("error", UserWarning)  # no chip is skipped or warned about
         conv = convert_folder(gt, tmp_path / "root", progress=False)
     assert conv.tiles == [""] and conv.n_chips == 6 and AOILayout.find(tmp_path / "root", "mine").split_csv.is_file()
+
+
+def test_cli_pretrains_on_a_geotiff_folder_with_a_band_map_elsewhere(tmp_path, monkeypatch, capsys):
+    from sarssl.cli import main
+
+    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
+    make_folder(tmp_path / "gt", size=(64, 64))  # 2 tiles x 16 chips of 16 px, resized to smoke's 32 px
+    (tmp_path / "gt" / "bandmap.json").rename(tmp_path / "my_map.json")
+    out = tmp_path / "run"
+    assert main(["pretrain", "mae", "--profile", "smoke", "--data", str(tmp_path / "gt"), "--band-map",
+                 str(tmp_path / "my_map.json"), "--out", str(out), "--batch-size", "4", "--max-steps", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "your GeoTIFFs in" in printed and "resized from 16 px" in printed
+    assert (out / "encoder.pth").is_file() and json.loads((out / "run.json").read_text())["aois"] == ["mine"]
+    assert main(["pretrain", "mae", "--profile", "smoke", "--data", str(tmp_path / "gt"), "--out", str(out)]) == 2
+    assert "neither an M3LEO root" in capsys.readouterr().err  # no band map: not a folder sarssl can read

@@ -73,7 +73,7 @@ def test_own_geotiff_folder(tmp_path):
 def test_sim_and_bad_sources(tmp_path):
     src = resolve_data("auto", SMOKE, progress=False)
     assert src.kind == "sim" and src.aois == ("sim-a",) and src.run_name("mae") == "mae" and src.has("lcci-2020")
-    with pytest.raises(FileNotFoundError, match="DATA '.*nowhere' is not a folder"):
+    with pytest.raises(FileNotFoundError, match="DATA folder '.*nowhere' does not exist"):
         resolve_data(str(tmp_path / "nowhere"), SMOKE)
     with pytest.raises(UserError, match="expected 'hub:M3LEO-miniset/<aoi>'"):
         resolve_data("hub:somebody/conus", SMOKE)

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import uuid
@@ -52,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sarssl.data.derived import publish, saved_record
 from sarssl.data.layout import SPLITS, AOILayout, stripe_count, stripe_splits
 from sarssl.data.products import (
     MODIS_FILL, PASSES, POLARISATIONS, S1GRD_BANDS, SEASONS, WORLDCOVER_CODES, encode_modis_treecover, encode_s1,
@@ -393,11 +393,9 @@ def convert_folder(folder, out_root, band_map=None, progress: bool = True) -> Co
     key = _content_key(folder, bm, tiles)
     aoi = bm.aoi or re.sub(r"[^A-Za-z0-9.-]+", "-", folder.resolve().name).strip("-.") or "own"
     out_root = Path(out_root)
-    done = out_root / aoi / CONVERSION_NAME
-    if done.is_file():
-        saved = json.loads(done.read_text())
-        if saved.get("key") == key:
-            return Conversion(**{**saved, "root": str(out_root)})
+    saved = saved_record(out_root / aoi, CONVERSION_NAME, key)
+    if saved is not None:
+        return Conversion(**{**saved, "root": str(out_root)})
     cs, year = bm.chip_size, bm.year
     layout = AOILayout(root=out_root / f".tmp-{uuid.uuid4().hex}", aoi=aoi, chips_hash=key[:13],
                        angle=int(round(bm.split_angle)) % 180)
@@ -475,11 +473,7 @@ def convert_folder(folder, out_root, band_map=None, progress: bool = True) -> Co
         if len(all_nodata) == len(ids):
             raise GeoTIFFFolderError(f"every one of the {len(ids)} chips of {str(folder)!r} holds no valid S1 pixel: "
                                      "check the band map's bands and nodata")
-        (layout.aoi_dir / CONVERSION_NAME).write_text(json.dumps(asdict(conv), indent=1))
-        target = out_root / aoi
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(layout.aoi_dir, target)
+        publish(layout.aoi_dir, out_root / aoi, CONVERSION_NAME, asdict(conv))
     finally:
         shutil.rmtree(layout.root, ignore_errors=True)
     return conv

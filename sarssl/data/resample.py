@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sarssl.data.derived import publish, saved_record
 from sarssl.data.fingerprint import chip_files_digest, split_digest
 from sarssl.data.layout import AOILayout
 from sarssl.data.m3leo import GDAL_READ_OPTIONS, available_products, read_splits, reference_product
@@ -134,11 +134,9 @@ def resample_aoi(layout: AOILayout, out_root, size: int, progress: bool = True) 
         raise UserError(f"AOI {str(layout.aoi_dir)!r}: chips are {h}x{w} px; resizing needs square chips")
     key = _key(layout, products, size)
     out_root = Path(out_root)
-    done = out_root / layout.aoi / RESAMPLE_NAME
-    if done.is_file():
-        saved = json.loads(done.read_text())
-        if saved.get("key") == key:
-            return Resampled(**{**saved, "root": str(out_root)})
+    saved = saved_record(out_root / layout.aoi, RESAMPLE_NAME, key)
+    if saved is not None:
+        return Resampled(**{**saved, "root": str(out_root)})
     tmp = AOILayout(out_root / f".tmp-{uuid.uuid4().hex}", layout.aoi, layout.chips_hash, layout.angle,
                     layout.n_stripes, layout.prefix, layout.split_name, layout.geojson_name)
     ids = read_splits(layout)["identifier"].tolist()
@@ -174,11 +172,7 @@ def resample_aoi(layout: AOILayout, out_root, size: int, progress: bool = True) 
         known = set(products)
         res = Resampled(str(out_root), layout.aoi, str(layout.aoi_dir), h, int(size), float(src_pixel or 0),
                         float(pixel or 0), products, [p for p in layout.product_folders() if p not in known], key)
-        (tmp.aoi_dir / RESAMPLE_NAME).write_text(json.dumps(asdict(res), indent=1))
-        target = out_root / layout.aoi
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp.aoi_dir, target)
+        publish(tmp.aoi_dir, out_root / layout.aoi, RESAMPLE_NAME, asdict(res))
     finally:
         shutil.rmtree(tmp.root, ignore_errors=True)
     return res

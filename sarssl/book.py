@@ -82,8 +82,9 @@ def _kernel_output_to(log_path: Path):
 
 
 def execute_chapter(notebook: str | Path, out_path: str | Path, profile: str = "cpu", cwd: str | Path | None = None,
-                    log_path: str | Path | None = None) -> float:
-    """Run one chapter notebook with papermill, injecting ``PROFILE``; returns the seconds it took.
+                    log_path: str | Path | None = None, parameters: dict | None = None) -> float:
+    """Run one chapter notebook with papermill, injecting ``PROFILE`` (and ``parameters``, e.g. ``{"DATA": ...}``);
+    returns the seconds it took.
 
     With ``log_path``, the kernel's own console output (its TCP warning, shutdown messages) goes to that
     file instead of the terminal. A failing cell raises :class:`ChapterError` naming the chapter, the
@@ -98,7 +99,7 @@ def execute_chapter(notebook: str | Path, out_path: str | Path, profile: str = "
     try:
         with quiet:
             pm.execute_notebook(
-                str(notebook), str(out_path), parameters={"PROFILE": profile}, kernel_name="python3",
+                str(notebook), str(out_path), parameters={"PROFILE": profile, **(parameters or {})}, kernel_name="python3",
                 cwd=str(cwd or notebook.parent), progress_bar=False,
             )
     except pm.PapermillExecutionError as err:

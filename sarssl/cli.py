@@ -163,14 +163,24 @@ def cmd_book(args) -> int:
     return 0
 
 
+def _resolve_data(args, profile: str):
+    """``--data`` (and ``--band-map``) -> :class:`sarssl.workspace.DataSource`; its note is printed."""
+    from sarssl.workspace import resolve_data
+
+    data = resolve_data(args.data, profile, aoi=args.aoi, band_map=args.band_map)
+    print(f"data: {data.note}")
+    return data
+
+
 def cmd_pretrain(args) -> int:
     from sarssl.profiles import resolve_profile_name
     from sarssl.train.pretrain import run_pretrain
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size}.items() if v is not None}
     overrides.update(config_overrides(args))
-    out = run_pretrain(args.method, resolve_profile_name(args.profile), str(args.data), str(args.out),
-                       aoi=args.aoi, overrides=overrides)
+    profile = resolve_profile_name(args.profile)
+    data = _resolve_data(args, profile)
+    out = run_pretrain(args.method, profile, str(data.root), str(args.out), aoi=list(data.aois), overrides=overrides)
     print(f"pretraining done: {out}")
     return 0
 
@@ -184,13 +194,27 @@ def cmd_finetune(args) -> int:
     from sarssl.profiles import resolve_profile_name
     from sarssl.train.finetune import run_finetune
 
-    result = run_finetune(task=args.task, protocol=args.protocol, init=args.init, profile=resolve_profile_name(args.profile),
-                          data_root=str(args.data), aoi=args.aoi, limit_pct=args.limit_pct, seed=args.seed,
+    profile = resolve_profile_name(args.profile)
+    data = _resolve_data(args, profile)
+    result = run_finetune(task=args.task, protocol=args.protocol, init=args.init, profile=profile,
+                          data_root=str(data.root), aoi=data.aoi, limit_pct=args.limit_pct, seed=args.seed,
                           out_dir=args.out, epochs=args.epochs, pretrained=_pretrained(args),
                           **config_overrides(args))
     for key, value in result.items():
         print(f"{key}: {value}")
     return 0
+
+
+def _add_data_args(p, one_aoi: bool = False) -> None:
+    """``--data`` (resolved by :func:`sarssl.workspace.resolve_data`) and ``--band-map`` of pretrain / finetune."""
+    p.add_argument("--data", required=True,
+                   help="an M3LEO root or AOI folder (GeoTIFFs or parquet shards), your own GeoTIFF folder with a "
+                        "bandmap.json, 'hub:M3LEO-miniset/<aoi>' (a subset fetched once) or 'sim'; chips of another "
+                        "size than the profile's image size are resized to it, the footprint kept")
+    p.add_argument("--band-map", type=Path,
+                   help="band map JSON of a GeoTIFF folder (default: DATA/bandmap.json; see sarssl.data.own_geotiffs)")
+    if one_aoi:
+        p.add_argument("--aoi", help="AOI to train and test on (default: the data's first AOI)")
 
 
 def cmd_sweep(args) -> int:
@@ -315,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "Running the same command again resumes.")
         m.add_argument("--profile", default="auto", choices=("auto",) + PROFILE_NAMES,
                        help="run profile (default auto)")
-        m.add_argument("--data", type=_existing_dir, required=True, help="M3LEO root folder")
+        _add_data_args(m)
         m.add_argument("--aoi", action="append", help="AOI to train on (repeatable; default: all)")
         m.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, encoder.pth)")
         m.add_argument("--epochs", type=_positive_int, help="override the profile's epoch count")
@@ -333,8 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("protocol", choices=PROTOCOLS, help="training protocol")
     p.add_argument("--init", default="scratch", help="scratch, mae, dino or a pretraining run folder (default scratch)")
     p.add_argument("--profile", default="auto", choices=("auto",) + PROFILE_NAMES, help="run profile (default auto)")
-    p.add_argument("--data", type=_existing_dir, required=True, help="M3LEO root folder")
-    p.add_argument("--aoi", default="sim-a", help="AOI to train and test on (default sim-a)")
+    _add_data_args(p, one_aoi=True)
     p.add_argument("--limit-pct", type=_positive_float, default=100.0, help="percent of labelled train tiles (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the labelled subset and of training")
     p.add_argument("--out", type=Path, help="folder for the fine-tuned model and its metrics")

@@ -13,6 +13,7 @@ Layout under the root (``$SARSSL_HOME`` when set, else ``~/.cache/sarssl``)::
     norm/norm_<hash>.json                                  fitted normalisation (when no cache_dir)
     packed/<aoi>/<hash>/                                   packed memmap caches of fine-tuning data
     bigearthnet/                                           the unpacked BigEarthNet example patches
+    data/<kind>/<key>/<aoi>/                               data derived from a chapter's DATA source
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 from pathlib import Path
 
 __all__ = ["ENV_VAR", "workspace_dir", "regions_dir", "region_dir", "runs_dir", "run_path", "norm_dir",
-           "packed_cache_dir", "bigearthnet_dir", "sweep_csv"]
+           "packed_cache_dir", "bigearthnet_dir", "sweep_csv", "derived_data_dir"]
 
 ENV_VAR = "SARSSL_HOME"
 
@@ -74,3 +75,10 @@ def bigearthnet_dir() -> Path:
 def sweep_csv(profile_name: str) -> Path:
     """The book's label-efficiency sweep results (``<root>/runs/<profile>/sweep/sweep.csv``, not created)."""
     return run_path(profile_name, "sweep") / "sweep.csv"
+
+
+def derived_data_dir(kind: str) -> Path:
+    """Folder of data derived from a ``DATA`` source (``<root>/data/<kind>``, not created): ``hub`` (subsets
+    fetched from the Hub), ``own`` (converted GeoTIFF folders), ``unpacked`` (parquet shards unpacked),
+    ``resized`` (chips resized to a profile's image size)."""
+    return workspace_dir() / "data" / kind

@@ -1,7 +1,8 @@
-"""The book layer's memoised recipes: simulated regions and pretrained runs, made once and reused.
+"""The book layer's memoised recipes: simulated regions, data sources and pretrained runs, made once and reused.
 
 Chapters can run on their own (on Colab, say) or in sequence: each one asks the workspace for the
-simulated region or the pretrained encoder it needs, and the workspace makes it once and reuses it.
+region (:func:`resolve_data`, from the chapter's ``DATA`` parameter) or the pretrained encoder it needs,
+and the workspace makes it once and reuses it.
 The folders come from :mod:`sarssl.paths` (root ``$SARSSL_HOME`` when set, else ``~/.cache/sarssl``);
 this module sits on top of every other layer (it calls the simulator and the pretraining entry
 point), so library code never imports it.
@@ -9,16 +10,24 @@ point), so library code never imports it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from sarssl import paths
+from sarssl.errors import UserError
 from sarssl.paths import workspace_dir  # re-exported: a public name of this module
 from sarssl.profiles import Profile
 
-__all__ = ["workspace_dir", "region_root", "simulated_region", "run_dir", "pretrained_run"]
+__all__ = ["workspace_dir", "region_root", "simulated_region", "run_dir", "pretrained_run", "DATA_ENV",
+           "DataSource", "resolve_data"]
+
+#: environment variable a chapter's ``DATA = "auto"`` reads (unset: ``"sim"``, the simulator)
+DATA_ENV = "SARSSL_DATA"
+HUB_PREFIX = "hub:"
 
 
 def region_root(profile: Profile, seed: int = 0) -> Path:
@@ -73,8 +82,10 @@ def sweep_csv(profile: Profile) -> Path:
     return run_dir(profile, "sweep") / "sweep.csv"
 
 
-def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool = True, **overrides) -> Path:
-    """Run folder of ``method`` (``"mae"`` or ``"dino"``) pretrained on the simulated region of ``profile``.
+def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool = True,
+                   data: "DataSource | None" = None, **overrides) -> Path:
+    """Run folder of ``method`` (``"mae"`` or ``"dino"``) pretrained on ``data`` (a :func:`resolve_data`
+    result; default the simulated region of ``profile``), one run folder per data source.
 
     Trains on first use and resumes an interrupted run; a finished run is reused as it is. The folder
     holds ``encoder.pth``/``encoder.json`` (timm-named encoder), ``metrics.csv``, ``checkpoint.pt`` and
@@ -83,7 +94,184 @@ def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool 
     """
     from sarssl.train.pretrain import run_pretrain
 
-    root = simulated_region(profile, seed=seed, progress=progress)
-    out = run_dir(profile, method if seed == 0 else f"{method}-seed{seed}")
-    return run_pretrain(method, profile, root, out, aoi="sim-a", overrides=overrides or None,
-                        progress=progress, seed=seed)
+    data = data if data is not None else resolve_data("sim", profile, seed=seed, progress=progress)
+    name = data.run_name(method if seed == 0 else f"{method}-seed{seed}")
+    return run_pretrain(method, profile, data.root, run_dir(profile, name), aoi=list(data.aois),
+                        overrides=overrides or None, progress=progress, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------
+# DATA: the simulator, a local folder or a Hub subset
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataSource:
+    """Where a chapter's ``DATA`` resolved to (:func:`resolve_data`).
+
+    ``root``: the M3LEO root the readers get; ``aois``: the AOIs to use (``aoi`` is the first);
+    ``kind``: ``"sim"``, ``"m3leo"`` (GeoTIFF folders), ``"parquet"`` (shards, unpacked), ``"geotiff"``
+    (your own folder, converted) or ``"hub"``; ``products``: the products sarssl decodes present in every
+    AOI; ``chip_size``: px of the chips as read (the profile's image size); ``source``: what ``DATA`` said;
+    ``note``: a paragraph for the reader (what was fetched, converted, resized, left out).
+    """
+
+    root: Path
+    aois: tuple
+    kind: str
+    products: tuple
+    chip_size: int
+    source: str
+    note: str
+
+    @property
+    def aoi(self) -> str:
+        return self.aois[0]
+
+    def has(self, product: str) -> bool:
+        """Whether every AOI holds ``product`` (``"esaworldcover-2020"``...): else a chapter skips its panel."""
+        return product in self.products
+
+    def run_name(self, name: str) -> str:
+        """A run folder name for this data: ``name`` on the simulator, ``<name>-<kind>-<hash>`` otherwise."""
+        if self.kind == "sim":
+            return name
+        key = hashlib.sha1(f"{Path(self.root).resolve()}|{','.join(self.aois)}".encode()).hexdigest()[:8]
+        return f"{name}-{self.kind}-{key}"
+
+
+def _key(*parts) -> str:
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:12]
+
+
+def _from_hub(spec: str, profile: Profile, seed: int, progress: bool, hub_api, max_chips) -> tuple[Path, list, str]:
+    """``hub:M3LEO-miniset/<aoi>`` or ``hub:M3LEO/<aoi>`` -> (M3LEO root, [aoi], note): a seeded subset of
+    ``max_chips`` chips (default the profile's ``data.n_chips``; 0 = all), fetched once."""
+    from sarssl.data.download import FULL_ORG, MINISET_ORG, download_aoi
+
+    org, _, aoi = spec[len(HUB_PREFIX):].partition("/")
+    if org not in (MINISET_ORG, FULL_ORG) or not aoi or "/" in aoi:
+        raise UserError(f"DATA {spec!r}: expected 'hub:{MINISET_ORG}/<aoi>' or 'hub:{FULL_ORG}/<aoi>'")
+    n = profile.data.n_chips if max_chips is None else max_chips
+    root = paths.derived_data_dir("hub") / f"{org}-n{n or 'all'}-seed{seed}"
+    download_aoi(aoi, root, miniset=org == MINISET_ORG, max_chips=n or None, seed=seed, progress=progress,
+                 hub_api=hub_api)
+    return root, [aoi], f"fetched {'all' if not n else f'a subset of {n}'} chips of {org}/{aoi} from the Hub (seed {seed})"
+
+
+def _unpacked(layout, out: Path, progress: bool):
+    """An AOI whose S1 folder holds parquet shards, not GeoTIFFs -> its layout unpacked under ``out``."""
+    from sarssl.data.layout import AOILayout
+    from sarssl.data.m3leo import read_splits
+    from sarssl.data.parquet import unpack_parquet
+
+    target = out / layout.aoi
+    target.mkdir(parents=True, exist_ok=True)
+    for meta in (layout.split_csv, layout.geojson, layout.shard_index):
+        if meta is not None and meta.is_file():
+            shutil.copyfile(meta, target / meta.name)
+    unpack_parquet(layout.aoi_dir, out, identifiers=read_splits(layout)["identifier"].tolist(), progress=progress)
+    return AOILayout.find(out, layout.aoi)
+
+
+def _has_parquet_only(layout, product: str) -> bool:
+    folder = layout.product_dir(product)
+    return folder.is_dir() and not any(folder.glob("*.tif")) and any(folder.glob("*.parquet"))
+
+
+def _local_aois(folder: Path, aoi) -> tuple[Path, list]:
+    """A local folder -> (M3LEO root, AOIs): a root holding AOI folders, or one AOI folder itself."""
+    from sarssl.data.layout import check_unique_aois, list_aois, split_files
+
+    found = list_aois(folder)
+    if found:
+        return folder, check_unique_aois(aoi) if aoi else found
+    if any(split_files(folder)):
+        if aoi and check_unique_aois(aoi) != [folder.name]:
+            raise UserError(f"DATA folder {str(folder)!r} is the AOI {folder.name!r}, not {aoi!r}")
+        return folder.parent, [folder.name]
+    raise UserError(f"DATA folder {str(folder)!r} is neither an M3LEO root (AOI folders with a split file), an AOI "
+                    "folder (with its split file), nor a GeoTIFF folder with a bandmap.json "
+                    "(see sarssl.data.own_geotiffs)")
+
+
+def resolve_data(data: str | os.PathLike = "auto", profile: Profile | str = "auto", aoi=None, seed: int = 0,
+                 progress: bool = True, band_map=None, hub_api=None, max_chips: int | None = None) -> DataSource:
+    """The one resolver of a chapter's (or the command line's) ``DATA``.
+
+    Args:
+        data: ``"auto"`` (``$SARSSL_DATA`` when set, else ``"sim"``); ``"sim"`` (the simulator: the
+            profile's region, AOI ``aoi`` or ``"sim-a"``); a local folder: an M3LEO root or one AOI folder,
+            in either published layout (GeoTIFFs, or the archive's parquet shards, unpacked into the
+            workspace), or your own GeoTIFF folder with a ``bandmap.json`` (converted,
+            :mod:`sarssl.data.own_geotiffs`); or ``"hub:M3LEO-miniset/<aoi>"`` / ``"hub:M3LEO/<aoi>"`` (a
+            seeded subset of ``max_chips`` chips, default the profile's ``data.n_chips``, fetched once).
+        profile: a :class:`~sarssl.profiles.Profile` or its name.
+        aoi: an AOI name or list (default: every AOI of the folder).
+        band_map: a band map JSON for a GeoTIFF folder (default ``<folder>/bandmap.json``).
+        hub_api: the hub access for ``hub:`` sources (default the real Hub; tests pass a fake).
+
+    Chips of another size than the profile's ``model.img_size`` are resized to it with the footprint kept
+    (:mod:`sarssl.data.resample`, once, into the workspace). Returns a :class:`DataSource`.
+    """
+    from sarssl.data.layout import AOILayout
+    from sarssl.data.m3leo import available_products
+    from sarssl.data.own_geotiffs import convert_folder, has_band_map
+    from sarssl.data.resample import chip_size_of, resample_aoi
+    from sarssl.profiles import get_profile
+
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    spec = str(data)
+    if spec == "auto":
+        spec = os.environ.get(DATA_ENV, "").strip() or "sim"
+    notes = []
+    if spec == "sim":
+        name = aoi or "sim-a"
+        if not isinstance(name, str):
+            raise UserError(f"DATA 'sim' simulates one AOI: give aoi as a name, got {aoi!r}")
+        root, aois, kind = simulated_region(profile, aoi=name, seed=seed, progress=progress), [name], "sim"
+        d = profile.data
+        notes.append(f"simulated region {name!r} ({d.n_chips} chips, seed {seed})")
+    elif spec.startswith(HUB_PREFIX):
+        root, aois, note = _from_hub(spec, profile, seed, progress, hub_api, max_chips)
+        kind = "hub"
+        notes.append(note)
+    else:
+        folder = Path(spec).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"DATA folder {spec!r} does not exist; DATA is 'auto', 'sim', a folder (an M3LEO "
+                                    "root, an AOI folder or a GeoTIFF folder with bandmap.json) or "
+                                    "'hub:M3LEO-miniset/<aoi>'")
+        if band_map is not None or has_band_map(folder):
+            conv = convert_folder(folder, paths.derived_data_dir("own") / _key(folder.resolve()), band_map,
+                                  progress=progress)
+            root, aois, kind = Path(conv.root), [conv.aoi], "geotiff"
+            notes.append(f"your GeoTIFFs in {str(folder)!r} converted: {conv.note()}")
+        else:
+            root, aois = _local_aois(folder, aoi)
+            kind = "m3leo"
+            notes.append(f"M3LEO data in {str(root)!r}")
+    layouts = [AOILayout.find(root, a) for a in aois]
+    ref = profile.data.s1_product
+    if kind != "sim" and any(_has_parquet_only(lay, ref) for lay in layouts):
+        if not all(_has_parquet_only(lay, ref) for lay in layouts):
+            raise UserError(f"DATA {spec!r}: AOIs {aois} mix parquet shards and GeoTIFFs; use them one at a time")
+        out = paths.derived_data_dir("unpacked") / _key(Path(root).resolve())
+        layouts = [_unpacked(lay, out, progress) for lay in layouts]
+        kind = "parquet" if kind == "m3leo" else kind
+        notes.append("parquet shards unpacked into the workspace")
+    size = profile.model.img_size
+    if any(chip_size_of(lay)[0] != size for lay in layouts):
+        out = paths.derived_data_dir("resized") / _key(*(lay.aoi_dir.resolve() for lay in layouts), size)
+        done = [resample_aoi(lay, out, size, progress=progress) for lay in layouts]
+        layouts = [AOILayout.find(out, lay.aoi) for lay in layouts]
+        notes.append(f"{done[0].note()} to the {profile.name} profile's image size")
+        left_out = sorted({p for r in done for p in r.left_out})
+        if left_out:
+            notes.append(f"product folders sarssl does not read, not resized: {', '.join(left_out)}")
+    root = layouts[0].root
+    present = [set(available_products(lay)) for lay in layouts]
+    products = tuple(p for p in available_products(layouts[0]) if all(p in s for s in present))
+    if ref not in products:
+        raise UserError(f"DATA {spec!r}: AOI(s) {aois} hold no {ref!r} product folder (products: {list(products)}); "
+                        "the input channels are read from it")
+    notes.append(f"AOI(s) {', '.join(aois)}: chips of {size} px; products {', '.join(products)}")
+    return DataSource(Path(root), tuple(aois), kind, products, size, spec, "; ".join(notes) + ".")

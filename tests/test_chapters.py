@@ -56,6 +56,8 @@ def test_chapter_declares_parameters(notebook):
     params = papermill.inspect_notebook(str(notebook))
     assert "PROFILE" in params, f"{notebook.name}: no `parameters` cell defining PROFILE"
     assert json.loads(params["PROFILE"]["default"]) == "auto"
+    if "DATA" in params:  # resolved by sarssl.workspace.resolve_data
+        assert json.loads(params["DATA"]["default"]) == "auto", f"{notebook.name}: DATA should default to 'auto'"
     nb = jupytext.read(notebook)
     first_code = next(c for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []))
     assert "remove-cell" in first_code.metadata.get("tags", []) and "google.colab" in first_code.source, \

@@ -170,6 +170,10 @@ def test_cli_flags_come_from_the_fields(monkeypatch, tmp_path, capsys):
     seen = {}
     monkeypatch.setattr("sarssl.train.pretrain.run_pretrain", lambda method, profile, data, out, aoi, overrides:
                         seen.update(method=method, overrides=overrides) or out)
+    from sarssl.workspace import DataSource
+
+    monkeypatch.setattr("sarssl.workspace.resolve_data", lambda data, profile, aoi, band_map: DataSource(
+        tmp_path, ("sim-a",), "m3leo", ("s1grd-2020",), 32, str(data), "a stand-in"))
     assert cli.main(["pretrain", "dino", "--profile", "smoke", "--data", str(tmp_path), "--out", "run",
                      "--out-dim", "1024", "--batch-size", "8", "--global-crops-scale", "0.5", "1"]) == 0
     assert seen == {"method": "dino", "overrides": {"batch_size": 8, "out_dim": 1024, "global_crops_scale": [0.5, 1.0]}}

@@ -70,7 +70,7 @@ def to_db(x: torch.Tensor | np.ndarray, valid=None, mean_db=None, std_db=None) -
 # multi-crop and augmentations
 # ------------------------------------------------------------------------------------------------
 def augmentation_examples(s1: torch.Tensor, s1_valid: torch.Tensor | None, std_db, seed: int = 0,
-                          db_offset: float = 1.5, speckle_looks: float = 4.0, rotate_deg: float = 10.0,
+                          db_offset: float = 0.5, speckle_looks: float = 4.0, rotate_deg: float = 10.0,
                           drop_group: str = "vh", season: str = "summer") -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """Each SAR augmentation applied alone to one chip: ``[(title, x (12, H, W), valid (12, H, W))]``.
 

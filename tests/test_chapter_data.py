@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_hub import PUBLISHED, build_fake_hub  # noqa: E402
 
 from sarssl.book import REPO_ROOT, execute_chapter  # noqa: E402
+from sarssl.claims import claims_from_notebook  # noqa: E402
 
 
 def _outputs(notebook: Path) -> str:
@@ -35,3 +36,23 @@ def test_chapter3_runs_on_a_miniset_folder(tmp_path, monkeypatch):
     assert "train chips," in text and "chips of 32 px" in text
     assert (tmp_path / "ws" / "runs" / "smoke").is_dir()
     assert any(p.name.startswith("mae-m3leo-") for p in (tmp_path / "ws" / "runs" / "smoke").iterdir())
+
+
+@pytest.mark.chapter
+def test_chapter6_runs_on_a_miniset_folder(tmp_path, monkeypatch):
+    """Chapter 6 on one miniset AOI: no CCI land cover (skipped with a note, never a crash), one AOI
+    (the two-region and transfer sections skipped), and the land-cover claims recorded on WorldCover."""
+    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
+    hub = build_fake_hub(tmp_path / "fake", aois=("conus",), n_chips=30, chip_size=16)
+    folder = hub.folder / "M3LEO-miniset" / "conus"
+    out = tmp_path / "06.ipynb"
+    execute_chapter(REPO_ROOT / "book/chapters/06_attention_maps.ipynb", out, profile="smoke",
+                    parameters={"DATA": str(folder)})
+    text = _outputs(out)
+    assert "data (m3leo): M3LEO data in" in text and "conus: " in text
+    assert "not in this data source, skipped below:" in text and "medium-res land cover" in text
+    assert "holds one AOI: the comparison of two regions is skipped" in text
+    assert "the transfer check is skipped" in text
+    claims = [c["id"] for c in claims_from_notebook(out)]
+    assert claims == ["dino_attention_landcover", "dino_attention_vs_brightness"]
+    assert any(p.name.startswith("dino-m3leo-") for p in (tmp_path / "ws" / "runs" / "smoke").iterdir())

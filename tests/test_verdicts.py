@@ -8,13 +8,10 @@ import pytest
 
 from sarssl.analysis.attention_plots import probe_summary
 from sarssl.analysis.verdicts import (
-    best_feature_sets,
     best_method,
     compare_to_reference,
-    count_wins,
     distance_error_link,
     headline_rows,
-    probe_gaps,
     verdict_counts,
 )
 from sarssl.data.products import LABEL_SPECS
@@ -108,26 +105,6 @@ def test_headline_rows_pick_each_products_headline_metric():
     legacy = summary[summary.index.get_level_values("metric").isin(["r2", "miou"])]  # as chapter 6 selected them
     pd.testing.assert_frame_equal(headline, legacy)
     assert [m for _, m in headline.index] == [s.headline for s in LABEL_SPECS.values()]
-
-
-def test_probe_gaps_wins_margin_ties_and_best_sets():
-    headline = headline_rows(_summary())
-    gaps = probe_gaps(headline)
-    assert list(gaps.columns) == ["attention: DINO - random", "embedding: DINO - random", "DINO embedding - raw SAR",
-                                  "DINO attention - raw SAR"]
-    np.testing.assert_allclose(gaps["attention: DINO - random"], 0.1)
-    np.testing.assert_allclose(gaps["DINO embedding - raw SAR"], -0.03)
-    wins = count_wins(gaps, margin=0.02)
-    assert wins["attention: DINO - random"] == 6 and wins["DINO embedding - raw SAR"] == 0
-    # a gap equal to the margin is a tie, not a win
-    exact = pd.DataFrame({"a": [0.02, 0.0200001, -0.5]})
-    assert count_wins(exact, margin=0.02) == {"a": 1} and count_wins(exact["a"], margin=0.02) == 1
-    best = best_feature_sets(headline)
-    assert set(best) == {"DINO attention"}
-    tied = headline[["random attention", "random embedding"]]  # equal scores: the first column wins
-    assert set(best_feature_sets(tied)) == {"random attention"}
-    with pytest.raises(KeyError, match="MAE attention"):
-        probe_gaps(headline, model="MAE")
 
 
 def test_distance_error_link():

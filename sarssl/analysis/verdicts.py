@@ -10,14 +10,10 @@ columns) or the sweep's rows:
 - :func:`verdict_counts`: how many comparisons a method won, lost and tied.
 
 Probes and region transfer (chapter 6), on :func:`sarssl.analysis.attention_plots.probe_summary`
-tables and :func:`sarssl.analysis.transfer.region_transfer` rows:
+tables and :func:`sarssl.analysis.transfer.region_transfer` rows (the probe verdicts themselves,
+with intervals over chips, are :func:`sarssl.analysis.probes.probe_intervals`):
 
 - :func:`headline_rows`: each product's headline metric (:attr:`ProductSpec.headline`);
-- :func:`probe_gaps`: the differences the study's claim turns on (pretrained vs random features,
-  embeddings and attention vs raw SAR), signed so that positive is better;
-- :func:`best_feature_sets`: the best feature set per product;
-- :func:`count_wins`: per comparison, the products where the gap exceeds a margin (a gap of at most
-  the margin is a tie);
 - :func:`distance_error_link`: whether the distance of a region orders its transfer error.
 
 Metric directions come from :func:`sarssl.train.metrics.higher_is_better`.
@@ -32,8 +28,8 @@ from sarssl.data.products import LABEL_SPECS
 from sarssl.train.metrics import higher_is_better
 from sarssl.train.tasks import get_target
 
-__all__ = ["best_method", "compare_to_reference", "verdict_counts", "VERDICTS", "headline_rows", "probe_gaps",
-           "best_feature_sets", "count_wins", "distance_error_link"]
+__all__ = ["best_method", "compare_to_reference", "verdict_counts", "VERDICTS", "headline_rows",
+           "distance_error_link"]
 
 #: the verdicts of :func:`compare_to_reference`
 VERDICTS = ("better", "worse", "tie")
@@ -127,49 +123,6 @@ def headline_rows(summary: pd.DataFrame) -> pd.DataFrame:
     headline = {s.title: s.headline for s in LABEL_SPECS.values()}
     keep = [headline.get(title) == metric for title, metric in summary.index]
     return summary[np.asarray(keep, dtype=bool)]
-
-
-def _signs(headline: pd.DataFrame) -> pd.Series:
-    metrics = headline.index.get_level_values("metric")
-    return pd.Series([1.0 if higher_is_better(m) else -1.0 for m in metrics], index=headline.index)
-
-
-def probe_gaps(headline: pd.DataFrame, model: str = "DINO", control: str = "random",
-               baseline: str = "raw SAR") -> pd.DataFrame:
-    """Per product, the headline-metric gaps between feature sets (columns of :func:`headline_rows`),
-    signed so that a positive gap means the first set is better:
-
-    ``attention: <model> - <control>``, ``embedding: <model> - <control>`` (did pretraining add
-    anything over a random encoder?), ``<model> embedding - <baseline>`` and ``<model> attention -
-    <baseline>`` (does the network add anything over the raw channels?).
-    """
-    sign = _signs(headline)
-    pairs = {f"attention: {model} - {control}": (f"{model} attention", f"{control} attention"),
-             f"embedding: {model} - {control}": (f"{model} embedding", f"{control} embedding"),
-             f"{model} embedding - {baseline}": (f"{model} embedding", baseline),
-             f"{model} attention - {baseline}": (f"{model} attention", baseline)}
-    missing = sorted({c for pair in pairs.values() for c in pair} - set(headline.columns))
-    if missing:
-        raise KeyError(f"probe_gaps: feature sets {missing} not in the table (columns: {list(headline.columns)})")
-    return pd.DataFrame({name: (headline[a] - headline[b]) * sign for name, (a, b) in pairs.items()})
-
-
-def best_feature_sets(headline: pd.DataFrame) -> pd.Series:
-    """Per product (row of :func:`headline_rows`), the feature set (column) with the best headline score;
-    ties go to the first column."""
-    best = headline.idxmax(axis=1)
-    low = ~_signs(headline).gt(0)
-    if low.any():
-        best[low] = headline[low].idxmin(axis=1)
-    return best
-
-
-def count_wins(gaps: pd.DataFrame | pd.Series, margin: float = 0.02) -> dict[str, int] | int:
-    """Per column of :func:`probe_gaps` (or of one Series), the number of products whose value exceeds
-    ``margin`` (a gap of at most ``margin`` is a tie, not a win)."""
-    if isinstance(gaps, pd.Series):
-        return int((gaps > margin).sum())
-    return {c: int((gaps[c] > margin).sum()) for c in gaps.columns}
 
 
 def distance_error_link(rows: pd.DataFrame, metric: str) -> dict:

@@ -56,3 +56,24 @@ def test_chapter6_runs_on_a_miniset_folder(tmp_path, monkeypatch):
     claims = [c["id"] for c in claims_from_notebook(out)]
     assert claims == ["dino_attention_landcover", "dino_attention_vs_brightness"]
     assert any(p.name.startswith("dino-m3leo-") for p in (tmp_path / "ws" / "runs" / "smoke").iterdir())
+
+
+@pytest.mark.chapter
+def test_chapters_2_and_4_run_on_a_miniset_folder(tmp_path, monkeypatch):
+    """Chapters 2 and 4 on one miniset AOI: products the miniset lacks (CCI land cover) left out of the
+    gallery with a note, no simulator record (wind events), DINO pretrained on the real-layout chips and
+    its k-NN claim recorded on their WorldCover labels."""
+    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
+    hub = build_fake_hub(tmp_path / "fake", aois=("conus",), n_chips=40, chip_size=16)
+    folder = hub.folder / "M3LEO-miniset" / "conus"
+    for name in ("02_data", "04_dino_pretraining"):
+        execute_chapter(REPO_ROOT / f"book/chapters/{name}.ipynb", tmp_path / f"{name}.ipynb",
+                        profile="smoke", parameters={"DATA": str(folder)})
+    text2 = _outputs(tmp_path / "02_data.ipynb")
+    assert "data (m3leo): M3LEO data in" in text2
+    assert "not in this data, so not shown: lcci-2020" in text2
+    assert "real data: no declared wind events" in text2
+    text4 = _outputs(tmp_path / "04_dino_pretraining.ipynb")
+    assert "data (m3leo): M3LEO data in" in text4 and "random encoders per seed:" in text4
+    assert [c["id"] for c in claims_from_notebook(tmp_path / "04_dino_pretraining.ipynb")] == ["dino_knn_landcover"]
+    assert any(p.name.startswith("dino-m3leo-") for p in (tmp_path / "ws" / "runs" / "smoke").iterdir())

@@ -224,3 +224,12 @@ def test_cli_sweep_takes_data_and_skips_tasks_without_labels(setup, tmp_path, mo
     csv = sweep_csv(get_profile("smoke"), resolve_data(str(root), "smoke", progress=False))
     assert csv.parent.name.startswith("sweep-m3leo-") and f"results: {csv}" in out
     assert set(read_results(csv)["task"]) == {"vegetation"}
+
+
+def test_saving_text():
+    from sarssl.analysis.verdicts import saving_text
+
+    row = dict(saving=2.345, low=1.1, high=4.0, censored=False)
+    assert saving_text(row) == "×2.3 (95 % CI 1.1–4.0)"
+    assert saving_text({**row, "censored": True}).startswith("at least ×2.3")
+    assert saving_text({**row, "saving": 0.0}).startswith("never reaches")

@@ -206,7 +206,7 @@ def cmd_finetune(args) -> int:
 
 
 def _add_data_args(p, one_aoi: bool = False) -> None:
-    """``--data`` (resolved by :func:`sarssl.workspace.resolve_data`) and ``--band-map`` of pretrain / finetune."""
+    """``--data`` (resolved by :func:`sarssl.workspace.resolve_data`) and ``--band-map`` of pretrain / finetune / sweep."""
     p.add_argument("--data", required=True,
                    help="an M3LEO root or AOI folder (GeoTIFFs or parquet shards), your own GeoTIFF folder with a "
                         "bandmap.json, 'hub:M3LEO-miniset/<aoi>' (a subset fetched once) or 'sim'; chips of another "
@@ -220,15 +220,23 @@ def _add_data_args(p, one_aoi: bool = False) -> None:
 def cmd_sweep(args) -> int:
     from sarssl.profiles import get_profile, resolve_profile_name
     from sarssl.train.sweep import run_sweep, summarize
-    from sarssl.workspace import sweep_csv
+    from sarssl.train.tasks import tasks_with_labels
+    from sarssl.workspace import sweep_csv, sweep_regions
 
     profile = get_profile(resolve_profile_name(args.profile))
-    out = args.out if args.out is not None else sweep_csv(profile)
-    # --data is a given M3LEO root, so there is no simulated out-of-region set to add (--no-ood keeps it that way)
-    df = run_sweep(profile=profile, data_root=str(args.data), out_csv=out,
-                   methods=args.methods, fractions=args.fractions, seeds=args.seeds, tasks=args.tasks,
-                   protocol=args.protocol, pretrained=_pretrained(args), aoi=args.aoi,
-                   ood=None, max_runs=args.max_runs)
+    data = _resolve_data(args, profile)
+    ood, note = (None, "no out-of-region test (--no-ood)") if args.no_ood else sweep_regions(profile, data)
+    print(note)
+    tasks, missing = tasks_with_labels(args.tasks or profile.finetune.tasks, data.products)
+    for task, product in missing.items():
+        print(f"task {task!r} skipped: the data holds no {product!r} labels")
+    if not tasks:
+        raise UserError(f"--data {args.data!r} holds the labels of none of the tasks {list(missing)}")
+    out = args.out if args.out is not None else sweep_csv(profile, data)
+    df = run_sweep(profile=profile, data_root=str(data.root), out_csv=out,
+                   methods=args.methods, fractions=args.fractions, seeds=args.seeds, tasks=tasks,
+                   protocol=args.protocol, pretrained=_pretrained(args), aoi=data.aoi,
+                   ood=ood, max_runs=args.max_runs)
     print(summarize(df).to_string())
     print(f"results: {out} ({len(df)} rows)")
     return 0
@@ -371,8 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run {scratch, MAE, DINO} x label fractions x seeds (in and out of region) into a tidy CSV. "
                                    "Finished runs in the CSV are skipped, so the same command resumes.")
     p.add_argument("--profile", default="auto", choices=("auto",) + PROFILE_NAMES, help="run profile (default auto)")
-    p.add_argument("--data", type=_existing_dir, required=True, help="M3LEO root folder")
-    p.add_argument("--aoi", default="sim-a", help="in-region AOI (default sim-a)")
+    _add_data_args(p)
+    p.add_argument("--aoi", action="append",
+                   help="AOI (repeatable): the first is trained and tested in-region, a second is the out-of-region "
+                        "test (default: the data's AOIs; 'sim' adds a second simulated region)")
     p.add_argument("--out", type=Path, help="results CSV, one row per run and region (default: the workspace "
                                             "runs/<profile>/sweep/sweep.csv, as in chapter 5)")
     p.add_argument("--methods", nargs="+", choices=METHODS, help="methods (default all)")

@@ -141,7 +141,8 @@ def plot_gallery(rows: Sequence[Mapping[str, np.ndarray]], columns: Mapping[str,
 # --------------------------------------------------------------------------------------------
 # Fine-tuning: label-efficiency curves, per-class IoU, predictions next to the ground truth
 # --------------------------------------------------------------------------------------------
-METHOD_COLORS = {"scratch": "#7f7f7f", "mae": OKABE_ITO[0], "dino": OKABE_ITO[3]}  # grey, blue, vermillion
+#: the sweep's arms in Okabe-Ito: random features orange, supervised from scratch black, MAE blue, DINO vermillion
+METHOD_COLORS = {"random": OKABE_ITO[1], "scratch": OKABE_ITO[7], "mae": OKABE_ITO[0], "dino": OKABE_ITO[3]}
 METRIC_LABELS = {"rmse": "RMSE", "mae": "MAE", "r2": "R$^2$", "miou": "mIoU", "accuracy": "overall accuracy"}
 
 

@@ -23,7 +23,7 @@ from sarssl.paths import workspace_dir  # re-exported: a public name of this mod
 from sarssl.profiles import Profile
 
 __all__ = ["workspace_dir", "region_root", "simulated_region", "run_dir", "pretrained_run", "DATA_ENV",
-           "DataSource", "resolve_data"]
+           "DataSource", "resolve_data", "sweep_csv", "sweep_regions"]
 
 #: environment variable a chapter's ``DATA = "auto"`` reads (unset: ``"sim"``, the simulator)
 DATA_ENV = "SARSSL_DATA"
@@ -77,9 +77,24 @@ def run_dir(profile: Profile, name: str) -> Path:
     return path
 
 
-def sweep_csv(profile: Profile) -> Path:
-    """The label-efficiency sweep's results CSV of ``profile``: the one default of chapter 5 and ``sarssl sweep``."""
-    return run_dir(profile, "sweep") / "sweep.csv"
+def sweep_csv(profile: Profile, data: "DataSource | None" = None) -> Path:
+    """The label-efficiency sweep's results CSV of ``profile`` on ``data`` (default the simulator), one
+    folder per data source (:meth:`DataSource.run_name`): the default of chapter 5 and ``sarssl sweep``."""
+    return run_dir(profile, data.run_name("sweep") if data is not None else "sweep") / "sweep.csv"
+
+
+def sweep_regions(profile: Profile, data: "DataSource", progress: bool = True) -> tuple[tuple | None, str]:
+    """The out-of-region test set of a sweep on ``data``, as ``(root, aoi)`` or ``None``, and a note.
+
+    The simulator gets a second region drawn with another seed (``sim-b``, seed 1); other data uses its
+    second AOI when it has one and has no out-of-region test otherwise.
+    """
+    if data.kind == "sim":
+        return (simulated_region(profile, "sim-b", seed=1, progress=progress), "sim-b"), \
+            "out-of-region: simulated region 'sim-b' (seed 1)"
+    if len(data.aois) > 1:
+        return (data.root, data.aois[1]), f"out-of-region: AOI {data.aois[1]!r}"
+    return None, f"no out-of-region test: the data holds one AOI ({data.aoi!r}); give two AOIs for one"
 
 
 def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool = True,

@@ -77,3 +77,23 @@ def test_chapters_2_and_4_run_on_a_miniset_folder(tmp_path, monkeypatch):
     assert "data (m3leo): M3LEO data in" in text4 and "random encoders per seed:" in text4
     assert [c["id"] for c in claims_from_notebook(tmp_path / "04_dino_pretraining.ipynb")] == ["dino_knn_landcover"]
     assert any(p.name.startswith("dino-m3leo-") for p in (tmp_path / "ws" / "runs" / "smoke").iterdir())
+
+
+def test_chapter5_runs_on_a_miniset_folder(tmp_path, monkeypatch):
+    """Chapter 5 on a miniset-shaped folder: pretrains and sweeps on it (one AOI, so no out-of-region
+    test), writes its sweep CSV and fine-tuned heads under the data source's run names."""
+    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
+    hub = build_fake_hub(tmp_path / "fake", aois=("conus",), n_chips=40, chip_size=16)
+    folder = hub.folder / "M3LEO-miniset" / "conus"
+    out = tmp_path / "05.ipynb"
+    execute_chapter(REPO_ROOT / "book/chapters/05_finetuning.ipynb", out, profile="smoke",
+                    parameters={"DATA": str(folder)})
+    text = _outputs(out)
+    assert "data (m3leo): M3LEO data in" in text and "chips resized from 16 px" in text
+    assert "no out-of-region test: the data holds one AOI ('conus')" in text
+    runs = tmp_path / "ws" / "runs" / "smoke"
+    names = {p.name for p in runs.iterdir()}
+    assert {n.split("-m3leo-")[0] for n in names if "-m3leo-" in n} >= {"mae", "dino", "sweep"}
+    assert "sweep" not in names  # the simulator's sweep folder: nothing ran on simulated data
+    sweep = next(runs / n / "sweep.csv" for n in names if n.startswith("sweep-m3leo-"))
+    assert sweep.is_file() and "region" in sweep.read_text().splitlines()[0]

@@ -17,7 +17,6 @@ from sarssl.plots import METHOD_COLORS, SPLIT_COLORS, plot_label_efficiency, wor
 from sarssl.preprocess.plots import OKABE_ITO, categorical_color, plot_power_histograms  # noqa: E402
 
 MODULES = [Path(__file__).resolve().parents[1] / "sarssl" / name for name in ("plots.py", "preprocess/plots.py")]
-GREY = "#7f7f7f"
 
 
 def test_okabe_ito_palette():
@@ -27,7 +26,7 @@ def test_okabe_ito_palette():
 
 def test_named_category_colours_are_okabe_ito():
     assert set(SPLIT_COLORS.values()) <= set(OKABE_ITO) and len(set(SPLIT_COLORS.values())) == 3
-    assert set(METHOD_COLORS.values()) <= set(OKABE_ITO) | {GREY} and len(set(METHOD_COLORS.values())) == 3
+    assert set(METHOD_COLORS.values()) <= set(OKABE_ITO) and len(set(METHOD_COLORS.values())) == 4
 
 
 def test_no_default_cycle_colours_in_the_plot_modules():

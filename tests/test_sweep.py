@@ -171,3 +171,65 @@ def test_verdict_pool_is_one_every_arm_has():
     assert headline_pool(only_cls) == "cls"
     s = label_savings(only_cls, "vegetation", "rmse").set_index("method")
     assert s.loc["mae", "saving"] == 0.0  # the cls probes (+100 RMSE) never reach scratch, the mean rows are not read
+
+
+def test_tasks_with_labels():
+    from sarssl.train.tasks import tasks_with_labels
+
+    kept, missing = tasks_with_labels(("vegetation", "landcover"), ("s1grd-2020", "modis44b006veg"))
+    assert kept == ("vegetation",) and missing == {"landcover": "esaworldcover-2020"}
+
+
+def test_sweep_csv_and_regions_per_data_source(tmp_path, monkeypatch):
+    """Sweeps on different data never share a results file; the out-of-region set follows the data."""
+    import sarssl.workspace as ws
+    from sarssl.profiles import get_profile
+
+    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
+    profile = get_profile("smoke")
+
+    def source(kind, root, aois):
+        return ws.DataSource(tmp_path / root, tuple(aois), kind, ("s1grd-2020",), 32, str(root), "")
+
+    sim, one = source("sim", "r", ["sim-a"]), source("m3leo", "r", ["conus"])
+    two = source("m3leo", "r", ["conus", "china"])
+    other = source("m3leo", "q", ["conus"])
+    paths = {ws.sweep_csv(profile, d) for d in (sim, one, two, other)}
+    assert len(paths) == 4 and ws.sweep_csv(profile, sim) == ws.sweep_csv(profile)
+    assert ws.sweep_regions(profile, two)[0] == (tmp_path / "r", "china")
+    ood, note = ws.sweep_regions(profile, one)
+    assert ood is None and "one AOI ('conus')" in note
+    monkeypatch.setattr(ws, "simulated_region", lambda profile, aoi, seed, progress: tmp_path / f"{aoi}-{seed}")
+    assert ws.sweep_regions(profile, sim)[0] == (tmp_path / "sim-b-1", "sim-b")
+
+
+def test_cli_sweep_takes_data_and_skips_tasks_without_labels(setup, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from sarssl.cli import main
+    from sarssl.data.layout import AOILayout
+    from sarssl.profiles import get_profile
+    from sarssl.workspace import resolve_data, sweep_csv
+
+    base, runs, _ = setup
+    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
+    root = tmp_path / "data"
+    shutil.copytree(base / "a", root)
+    shutil.rmtree(AOILayout.find(root, "sim-a").product_dir("esaworldcover-2020"))  # no land-cover labels
+    assert main(["sweep", "--profile", "smoke", "--data", str(root), "--tasks", "vegetation", "landcover",
+                 "--methods", "random", "--fractions", "100", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "task 'landcover' skipped: the data holds no 'esaworldcover-2020' labels" in out
+    assert "no out-of-region test: the data holds one AOI ('sim-a')" in out
+    csv = sweep_csv(get_profile("smoke"), resolve_data(str(root), "smoke", progress=False))
+    assert csv.parent.name.startswith("sweep-m3leo-") and f"results: {csv}" in out
+    assert set(read_results(csv)["task"]) == {"vegetation"}
+
+
+def test_saving_text():
+    from sarssl.analysis.verdicts import saving_text
+
+    row = dict(saving=2.345, low=1.1, high=4.0, censored=False)
+    assert saving_text(row) == "×2.3 (95 % CI 1.1–4.0)"
+    assert saving_text({**row, "censored": True}).startswith("at least ×2.3")
+    assert saving_text({**row, "saving": 0.0}).startswith("never reaches")

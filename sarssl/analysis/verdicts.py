@@ -7,7 +7,8 @@ columns) or the sweep's rows:
 - :func:`compare_to_reference`: each pretrained method against the reference (supervised from
   scratch) per label fraction, over seeds, with a ``gain`` and its paired interval (positive =
   better) and the verdict of :func:`sarssl.evidence.compare` (``better`` / ``worse`` / ``tie``);
-- :func:`verdict_counts`: how many comparisons a method won, lost and tied.
+- :func:`verdict_counts`: how many comparisons a method won, lost and tied;
+- :data:`VERDICT_WORDS` and :func:`saving_text`: verdicts and label savings in words, for the prose.
 
 Probes and region transfer (chapter 6), on :func:`sarssl.analysis.attention_plots.probe_summary`
 tables and :func:`sarssl.analysis.transfer.region_transfer` rows (the probe verdicts themselves,
@@ -106,6 +107,19 @@ def compare_to_reference(df: pd.DataFrame, tasks, methods=("mae", "dino"), refer
     columns = ["task", "region", "metric", "limit_pct", "n_tiles", "method", "score", "score_low", "score_high",
                reference, "ref_low", "ref_high", "gain", "gain_low", "gain_high", "verdict"]
     return pd.DataFrame(rows, columns=columns)
+
+
+#: a :func:`compare_to_reference` verdict in a sentence ("MAE <words> supervised from scratch")
+VERDICT_WORDS = {"better": "does better than", "worse": "does worse than", "tie": "ties with"}
+
+
+def saving_text(row) -> str:
+    """A :func:`sarssl.train.sweep.label_savings` row in words: ``x2.3 (95 % CI 1.1-4.0)``, ``at least``
+    when censored, or that the method never reaches the control's score at the fractions tried."""
+    if row["saving"] == 0:
+        return "never reaches the score of supervised from scratch at the fractions tried"
+    bound = "at least " if row["censored"] else ""
+    return f"{bound}×{row['saving']:.1f} (95 % CI {row['low']:.1f}–{row['high']:.1f})"
 
 
 def verdict_counts(comparison: pd.DataFrame, method: str) -> dict[str, int]:

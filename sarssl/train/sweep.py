@@ -271,8 +271,10 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
     Args:
         profile: profile name or Profile; ``profile.finetune`` gives the default fractions, seeds,
             tasks, protocol, epochs and learning rates.
-        data_root / aoi: the pretraining region (an M3LEO root and the AOI in it).
-        out_csv: results file (the book and the CLI use ``sarssl.workspace.sweep_csv(profile)``).
+        data_root / aoi: the pretraining region (an M3LEO root and the AOI in it; the book and the CLI
+            pass a :func:`sarssl.workspace.resolve_data` source's ``root`` and ``aoi``).
+        out_csv: results file (the book and the CLI use ``sarssl.workspace.sweep_csv(profile, data)``, one
+            per data source; rows of another data source in the file are refused).
         methods: arms among ``random``, ``scratch``, ``mae``, ``dino`` or run folders (named by folder,
             run like ``mae``/``dino``).
         pretrained: ``{"mae": run_dir, "dino": run_dir}`` (default: the workspace runs).
@@ -292,7 +294,7 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
 
     if data_root is None or out_csv is None:
         raise ValueError("run_sweep needs data_root (an M3LEO root) and out_csv (the results file); the book "
-                         "layer's defaults are sarssl.workspace.simulated_region(profile) and sweep_csv(profile)")
+                         "layer's are sarssl.workspace.resolve_data(DATA, profile).root and sweep_csv(profile, data)")
     prof = get_profile(profile) if isinstance(profile, str) else profile
     out_csv = sweep_output(out_csv, prof, data_root, aoi, ood, year, epochs, overrides)  # identity; path checked first
     ft = prof.finetune

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sarssl.data.products import PRODUCT_SPECS
 from sarssl.errors import UserError
 
-__all__ = ["TargetSpec", "TARGETS", "PROTOCOLS", "FROZEN_PROTOCOLS", "METHODS", "get_target", "products_for"]
+__all__ = ["TargetSpec", "TARGETS", "PROTOCOLS", "FROZEN_PROTOCOLS", "METHODS", "get_target", "products_for", "tasks_with_labels"]
 
 #: the sweep's arms: ``random`` = a frozen random-initialised encoder probed like the pretrained ones
 #: (random features); ``scratch`` = the same encoder trained end to end on the labelled tiles only
@@ -75,3 +75,16 @@ def products_for(tasks, year: int = 2020, s1_product: str | None = None) -> tupl
         if p not in out:
             out.append(p)
     return tuple(out)
+
+
+def tasks_with_labels(tasks, products, year: int = 2020) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``tasks`` split by whether ``products`` (a data source's product folders) hold their labels:
+    ``(kept, {skipped task: the label product it lacks})``."""
+    kept, missing = [], {}
+    for t in tasks:
+        p = get_target(t).product_name(year)
+        if p in products:
+            kept.append(t)
+        else:
+            missing[t] = p
+    return tuple(kept), missing

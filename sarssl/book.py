@@ -126,6 +126,8 @@ def stage_book(executed: dict[str, Path], stage_dir: str | Path, root: str | Pat
     for name in ("_config.yml", "_toc.yml", "references.bib"):
         if (root / name).is_file():
             shutil.copy2(root / name, stage / name)
+    if (root / "_static").is_dir():  # the book's CSS, picked up by Jupyter Book from _static/
+        shutil.copytree(root / "_static", stage / "_static")
     for path in (root / "book").rglob("*"):
         rel = path.relative_to(root)
         if path.is_dir() or "_build" in rel.parts or ".ipynb_checkpoints" in rel.parts:

@@ -64,3 +64,12 @@ def test_timings_are_merged_per_profile_and_rendered(tmp_path):
     table = timings_markdown(data)
     assert "| 01_a | 1.5 |" in table and "| **whole book** | 2.0 |" in table
     assert "No build" in timings_markdown({})
+
+
+def test_staged_book_carries_the_css(tmp_path):
+    """The book's ``_static/`` CSS (100-column code cells) reaches the staged copy Jupyter Book builds."""
+    from sarssl.book import REPO_ROOT, stage_book
+
+    stage = stage_book({}, tmp_path / "stage", REPO_ROOT)
+    css = (stage / "_static" / "sarssl.css").read_text()
+    assert "div.highlight pre" in css and (stage / "_config.yml").is_file()

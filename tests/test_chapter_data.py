@@ -20,18 +20,26 @@ def _outputs(notebook: Path) -> str:
     return "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c.get("outputs", []))
 
 
+def _run_on_miniset(tmp_path, monkeypatch, chapters, n_chips: int = 40) -> dict[str, Path]:
+    """Run ``chapters`` (e.g. ``["03_mae_pretraining"]``) in ``smoke`` with ``DATA`` pointing at a fake
+    ``M3LEO-miniset/conus`` of ``n_chips`` chips of 16 px, in one fresh workspace; returns name -> notebook."""
+    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
+    hub = build_fake_hub(tmp_path / "fake", aois=("conus",), n_chips=n_chips, chip_size=16)
+    folder = hub.folder / "M3LEO-miniset" / "conus"
+    assert (folder / f"{PUBLISHED['conus'][0]}_miniset.geojson").is_file()
+    out = {}
+    for name in chapters:
+        out[name] = tmp_path / f"{name}.ipynb"
+        execute_chapter(REPO_ROOT / f"book/chapters/{name}.ipynb", out[name], profile="smoke",
+                        parameters={"DATA": str(folder)})
+    return out
+
+
 @pytest.mark.chapter
 def test_chapter3_runs_on_a_miniset_folder(tmp_path, monkeypatch):
     """``M3LEO-miniset/conus`` as published (``_miniset`` names, gssic/gunw/srtmdem folders, 16 px chips):
     the chapter resizes the chips to the smoke profile's 32 px and pretrains on them."""
-    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
-    hub = build_fake_hub(tmp_path / "fake", aois=("conus",), n_chips=40, chip_size=16)
-    folder = hub.folder / "M3LEO-miniset" / "conus"
-    assert (folder / f"{PUBLISHED['conus'][0]}_miniset.geojson").is_file()
-    out = tmp_path / "03.ipynb"
-    execute_chapter(REPO_ROOT / "book/chapters/03_mae_pretraining.ipynb", out, profile="smoke",
-                    parameters={"DATA": str(folder)})
-    text = _outputs(out)
+    text = _outputs(_run_on_miniset(tmp_path, monkeypatch, ["03_mae_pretraining"])["03_mae_pretraining"])
     assert "data (m3leo): M3LEO data in" in text and "chips resized from 16 px" in text
     assert "train chips," in text and "chips of 32 px" in text
     assert (tmp_path / "ws" / "runs" / "smoke").is_dir()
@@ -42,12 +50,7 @@ def test_chapter3_runs_on_a_miniset_folder(tmp_path, monkeypatch):
 def test_chapter6_runs_on_a_miniset_folder(tmp_path, monkeypatch):
     """Chapter 6 on one miniset AOI: no CCI land cover (skipped with a note, never a crash), one AOI
     (the two-region and transfer sections skipped), and the land-cover claims recorded on WorldCover."""
-    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
-    hub = build_fake_hub(tmp_path / "fake", aois=("conus",), n_chips=30, chip_size=16)
-    folder = hub.folder / "M3LEO-miniset" / "conus"
-    out = tmp_path / "06.ipynb"
-    execute_chapter(REPO_ROOT / "book/chapters/06_attention_maps.ipynb", out, profile="smoke",
-                    parameters={"DATA": str(folder)})
+    out = _run_on_miniset(tmp_path, monkeypatch, ["06_attention_maps"], n_chips=30)["06_attention_maps"]
     text = _outputs(out)
     assert "data (m3leo): M3LEO data in" in text and "conus: " in text
     assert "not in this data source, skipped below:" in text and "medium-res land cover" in text
@@ -63,32 +66,22 @@ def test_chapters_2_and_4_run_on_a_miniset_folder(tmp_path, monkeypatch):
     """Chapters 2 and 4 on one miniset AOI: products the miniset lacks (CCI land cover) left out of the
     gallery with a note, no simulator record (wind events), DINO pretrained on the real-layout chips and
     its k-NN claim recorded on their WorldCover labels."""
-    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
-    hub = build_fake_hub(tmp_path / "fake", aois=("conus",), n_chips=40, chip_size=16)
-    folder = hub.folder / "M3LEO-miniset" / "conus"
-    for name in ("02_data", "04_dino_pretraining"):
-        execute_chapter(REPO_ROOT / f"book/chapters/{name}.ipynb", tmp_path / f"{name}.ipynb",
-                        profile="smoke", parameters={"DATA": str(folder)})
-    text2 = _outputs(tmp_path / "02_data.ipynb")
+    out = _run_on_miniset(tmp_path, monkeypatch, ["02_data", "04_dino_pretraining"])
+    text2 = _outputs(out["02_data"])
     assert "data (m3leo): M3LEO data in" in text2
     assert "not in this data, so not shown: lcci-2020" in text2
     assert "real data: no declared wind events" in text2
-    text4 = _outputs(tmp_path / "04_dino_pretraining.ipynb")
+    text4 = _outputs(out["04_dino_pretraining"])
     assert "data (m3leo): M3LEO data in" in text4 and "random encoders per seed:" in text4
-    assert [c["id"] for c in claims_from_notebook(tmp_path / "04_dino_pretraining.ipynb")] == ["dino_knn_landcover"]
+    assert [c["id"] for c in claims_from_notebook(out["04_dino_pretraining"])] == ["dino_knn_landcover"]
     assert any(p.name.startswith("dino-m3leo-") for p in (tmp_path / "ws" / "runs" / "smoke").iterdir())
 
 
+@pytest.mark.chapter
 def test_chapter5_runs_on_a_miniset_folder(tmp_path, monkeypatch):
     """Chapter 5 on a miniset-shaped folder: pretrains and sweeps on it (one AOI, so no out-of-region
     test), writes its sweep CSV and fine-tuned heads under the data source's run names."""
-    monkeypatch.setenv("SARSSL_HOME", str(tmp_path / "ws"))
-    hub = build_fake_hub(tmp_path / "fake", aois=("conus",), n_chips=40, chip_size=16)
-    folder = hub.folder / "M3LEO-miniset" / "conus"
-    out = tmp_path / "05.ipynb"
-    execute_chapter(REPO_ROOT / "book/chapters/05_finetuning.ipynb", out, profile="smoke",
-                    parameters={"DATA": str(folder)})
-    text = _outputs(out)
+    text = _outputs(_run_on_miniset(tmp_path, monkeypatch, ["05_finetuning"])["05_finetuning"])
     assert "data (m3leo): M3LEO data in" in text and "chips resized from 16 px" in text
     assert "no out-of-region test: the data holds one AOI ('conus')" in text
     runs = tmp_path / "ws" / "runs" / "smoke"

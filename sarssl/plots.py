@@ -147,18 +147,29 @@ METRIC_LABELS = {"rmse": "RMSE", "mae": "MAE", "r2": "R$^2$", "miou": "mIoU", "a
 
 
 def plot_label_efficiency(df, metric: str, task: str | None = None, region: str = "in", ax=None,
-                          spread: str = "std", title: str | None = None, unit: str = ""):
+                          spread: str = "std", title: str | None = None, unit: str = "",
+                          pool: str | None = None):
     """One metric against the number of labelled tiles (log x), a line per method (mean over seeds)
     with a band of the spread over seeds (``"std"`` or ``"minmax"``).
 
     Args:
         df: sweep rows (:func:`sarssl.train.sweep.read_results`), filtered by ``task`` and ``region``.
+        pool: the tokens the probes read (``mean``, ``cls``); default the pool every arm has
+            (:func:`sarssl.train.sweep.headline_pool`), the one the verdicts use. Rows of other pools
+            are not drawn: pooling them would count two probes of one seed as two seeds.
     """
+    from sarssl.train.sweep import headline_pool
+
     d = df if task is None else df[df["task"] == task]
     d = d[d["region"] == region] if "region" in d.columns else d
     d = d[d[metric].notna()] if metric in d.columns else d.iloc[:0]
     if d.empty:
         raise ValueError(f"no rows with metric {metric!r} for task {task!r} and region {region!r}")
+    if "pool" in d.columns:
+        pool = pool or headline_pool(d)
+        d = d[d["pool"] == pool]
+        if d.empty:
+            raise ValueError(f"no rows of pool {pool!r} with metric {metric!r} for task {task!r}")
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3.6))
     fig = ax.figure

@@ -146,6 +146,13 @@ def test_plots(setup, tmp_path):
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and len(ax.lines) == 3
     plt.close(fig)
+    # probes on two pools: the lines use the pool every arm has, and a seed is counted once
+    cls = df[df["method"] != "scratch"].assign(pool="cls", rmse=lambda x: x["rmse"] + 5)
+    fig = plot_label_efficiency(pd.concat([df, cls]), "rmse", "vegetation")
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert len(fig.axes[0].lines) == 3 and all("(2 seeds)" in label for label in labels)
+    assert max(fig.axes[0].lines[1].get_ydata()) < 8  # mae on mean tokens, not mixed with cls
+    plt.close(fig)
     rows = pd.DataFrame([dict(task="landcover", method=m, protocol="linear", pool="grid", limit_pct=100.0, n_tiles=8, seed=s,
                               region="in", miou=0.3, iou_tree_cover=0.2 + s / 10, iou_cropland=0.5)
                          for m in ("scratch", "mae") for s in (0, 1)])

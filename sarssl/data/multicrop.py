@@ -345,27 +345,36 @@ class MultiCrop:
         xv = torch.where(vv, xv, torch.zeros((), dtype=xv.dtype))
         return xv.contiguous(), vv.contiguous()
 
-    def __call__(self, s1: torch.Tensor, s1_valid: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _checked(self, s1, s1_valid, batched: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``s1`` as float32 and its bool mask (all valid when None), checked: (12, H, W) per chip, or
+        (B, 12, H, W) when ``batched``."""
+        who, want = (("BatchMultiCrop", f"(B, {N_CHANNELS}, H, W)") if batched
+                     else ("MultiCrop", f"({N_CHANNELS}, H, W) in INPUT_CHANNELS order"))
         s1 = torch.as_tensor(s1, dtype=torch.float32)
-        if s1.ndim != 3 or s1.shape[0] != N_CHANNELS:
-            raise ValueError(f"MultiCrop: 's1' must be ({N_CHANNELS}, H, W) in INPUT_CHANNELS order, got {tuple(s1.shape)}")
+        if s1.ndim != 3 + batched or s1.shape[-3] != N_CHANNELS:
+            raise ValueError(f"{who}: 's1' must be {want}, got {tuple(s1.shape)}")
         valid = torch.ones_like(s1, dtype=torch.bool) if s1_valid is None else torch.as_tensor(s1_valid).bool()
         if valid.shape != s1.shape:
-            raise ValueError(f"MultiCrop: 's1_valid' shape {tuple(valid.shape)} != 's1' shape {tuple(s1.shape)}")
+            raise ValueError(f"{who}: 's1_valid' shape {tuple(valid.shape)} != 's1' shape {tuple(s1.shape)}")
+        return s1, valid
+
+    def _views(self, make_view, s1: torch.Tensor, valid: torch.Tensor, generator: torch.Generator | None):
+        """``make_view(s1, valid, size, scale, aug, g)`` for each of the ``n_crops`` views, globals first."""
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         cfg = self.config
         crops, valids = [], []
         for i in range(cfg.n_crops):
             is_global = i < cfg.n_global
-            xv, vv = self.view(
-                s1, valid,
-                cfg.global_size if is_global else cfg.local_size,
-                cfg.global_scale if is_global else cfg.local_scale,
-                cfg.global_aug if is_global else cfg.local_aug, g)
+            xv, vv = make_view(s1, valid, cfg.global_size if is_global else cfg.local_size,
+                               cfg.global_scale if is_global else cfg.local_scale,
+                               cfg.global_aug if is_global else cfg.local_aug, g)
             crops.append(xv)
             valids.append(vv)
         return crops, valids
+
+    def __call__(self, s1: torch.Tensor, s1_valid: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return self._views(self.view, *self._checked(s1, s1_valid, batched=False), generator)
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
@@ -508,23 +517,7 @@ class BatchMultiCrop(MultiCrop):
     def batch(self, s1: torch.Tensor, s1_valid: torch.Tensor | None = None, generator: torch.Generator | None = None
               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``n_crops`` views of every image of (B, 12, H, W) ``s1``: lists of (B, 12, S, S) tensors, globals first."""
-        s1 = torch.as_tensor(s1).float()
-        if s1.ndim != 4 or s1.shape[1] != N_CHANNELS:
-            raise ValueError(f"BatchMultiCrop: 's1' must be (B, {N_CHANNELS}, H, W), got {tuple(s1.shape)}")
-        valid = torch.ones_like(s1, dtype=torch.bool) if s1_valid is None else torch.as_tensor(s1_valid).bool()
-        if valid.shape != s1.shape:
-            raise ValueError(f"BatchMultiCrop: 's1_valid' shape {tuple(valid.shape)} != 's1' shape {tuple(s1.shape)}")
-        g = generator if generator is not None else torch.Generator().manual_seed(0)
-        cfg = self.config
-        crops, valids = [], []
-        for i in range(cfg.n_crops):
-            is_global = i < cfg.n_global
-            xv, vv = self.batch_view(s1, valid, cfg.global_size if is_global else cfg.local_size,
-                                     cfg.global_scale if is_global else cfg.local_scale,
-                                     cfg.global_aug if is_global else cfg.local_aug, g)
-            crops.append(xv)
-            valids.append(vv)
-        return crops, valids
+        return self._views(self.batch_view, *self._checked(s1, s1_valid, batched=True), generator)
 
 
 class BatchMultiCropDataset(MultiCropDataset):

@@ -40,7 +40,7 @@ __all__ = [
     "EXPECTED_DTYPES", "ALL_PRODUCTS", "ChipGrid", "available_products", "read_splits",
     "read_chips_geojson", "open_product", "decode_array", "s2rgb_annual_median", "channel_names",
     "channel_specs", "build_input_channels", "label_fraction_ids", "nearest_index", "read_record",
-    "check_header", "default_products", "ChipReading", "chip_reading",
+    "check_header", "default_products", "ChipReading", "chip_reading", "write_chip_tif",
 ]
 
 #: storage dtype per product family (from the registry :data:`sarssl.data.products.PRODUCT_SPECS`)
@@ -386,6 +386,21 @@ def read_record(layout: AOILayout, products, identifier: str, modis_year: int | 
 
 #: GDAL settings for reading many small chip files (no directory listing, no .aux.xml sidecars)
 GDAL_READ_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO"}
+
+
+def write_chip_tif(path, arr: np.ndarray, transform, crs, nodata, descriptions, compress: str | None = None) -> None:
+    """Write one chip of one product: (bands, H, W) ``arr`` as a band-interleaved GeoTIFF with its band
+    ``descriptions`` (``compress``: e.g. ``"deflate"``, with a predictor suited to the dtype; None: none)."""
+    import rasterio
+
+    b, h, w = arr.shape
+    profile = dict(driver="GTiff", dtype=arr.dtype.name, count=b, height=h, width=w, crs=crs or None,
+                   transform=transform, nodata=nodata, interleave="band")
+    if compress:
+        profile.update(compress=compress, zlevel=1, predictor=2 if arr.dtype.kind in "ui" else 3)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.ascontiguousarray(arr))
+        dst.descriptions = tuple(descriptions)
 
 
 def s1_year(products) -> int | None:

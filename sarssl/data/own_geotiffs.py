@@ -53,6 +53,7 @@ import numpy as np
 
 from sarssl.data.derived import publish, saved_record
 from sarssl.data.layout import SPLITS, AOILayout, stripe_count, stripe_splits
+from sarssl.data.m3leo import write_chip_tif
 from sarssl.data.products import (
     MODIS_FILL, PASSES, POLARISATIONS, S1GRD_BANDS, SEASONS, WORLDCOVER_CODES, encode_modis_treecover, encode_s1,
 )
@@ -437,10 +438,10 @@ def convert_folder(folder, out_root, band_map=None, progress: bool = True) -> Co
                     elif not chip[asc].any():
                         des_only.append(ident)
                     ct = Affine(t.a, 0.0, t.c + c * cs * t.a, 0.0, t.e, t.f + r * cs * t.e)
-                    _write(layout.chip_path(s1p, ident), chip, ct, crs, 0, S1GRD_BANDS)
+                    write_chip_tif(layout.chip_path(s1p, ident), chip, ct, crs, 0, S1GRD_BANDS)
                     for fam, arr in labels.items():
                         nd = 0 if fam == "esaworldcover" else MODIS_FILL
-                        _write(layout.chip_path(label_products[fam], ident), arr[win][None], ct, crs, nd,
+                        write_chip_tif(layout.chip_path(label_products[fam], ident), arr[win][None], ct, crs, nd,
                                ("map",) if fam == "esaworldcover" else (str(year),))
                     x0, y0 = ct.c, ct.f
                     x1, y1 = x0 + cs * ct.a, y0 + cs * ct.e
@@ -477,13 +478,3 @@ def convert_folder(folder, out_root, band_map=None, progress: bool = True) -> Co
     finally:
         shutil.rmtree(layout.root, ignore_errors=True)
     return conv
-
-
-def _write(path: Path, arr: np.ndarray, transform, crs: str, nodata, descriptions) -> None:
-    import rasterio
-
-    b, h, w = arr.shape
-    with rasterio.open(path, "w", driver="GTiff", dtype=arr.dtype.name, count=b, height=h, width=w, crs=crs or None,
-                       transform=transform, nodata=nodata) as dst:
-        dst.write(np.ascontiguousarray(arr))
-        dst.descriptions = tuple(descriptions)

@@ -36,6 +36,7 @@ import numpy as np
 
 from sarssl.data import scene as sc
 from sarssl.data.layout import AOILayout, SPLITS, stripe_count, stripe_splits
+from sarssl.data.m3leo import write_chip_tif
 from sarssl.data.products import (
     BIOMASS_BANDS, GHS_NODATA, LCCI_NODATA, MODIS_FILL, PRODUCT_FAMILIES, S1GRD_BANDS, S2RGB_BANDS,
     WORLDCOVER_CODES, WORLDCOVER_NAMES, encode_modis_treecover, encode_s1, encode_worldcover,
@@ -153,19 +154,6 @@ def _label_products(land: sc.Landscape, rows: int, cols: int, cs: int, year: int
     codes[np.isin(best, (sc.TREE, sc.CONIFER)) & (top < 0.5)] = 100  # mosaic tree and shrub
     out["lcci"] = (codes[:, None], n)
     return out
-
-
-def _write_tif(path: Path, arr: np.ndarray, transform, nodata, descriptions, compress) -> None:
-    import rasterio
-
-    b, h, w = arr.shape
-    profile = dict(driver="GTiff", dtype=arr.dtype.name, count=b, height=h, width=w, crs=SCENE_CRS,
-                   transform=transform, nodata=nodata, interleave="band")
-    if compress:
-        profile.update(compress=compress, zlevel=1, predictor=2 if arr.dtype.kind in "ui" else 3)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(arr)
-        dst.descriptions = tuple(descriptions)
 
 
 def simulate_region(out_dir, aoi: str = "sim-a", n_chips: int = 64, chip_size: int = 64, pixel_size: float = 10.0,
@@ -351,7 +339,7 @@ def _write_aoi(layout: AOILayout, aoi, n_chips, cs, px, seed, year, n_acquisitio
                     data, n = coarse[f]
                     arr = data[r, :, :, c, :]
                     t = from_origin(xmin[k], ymax[k], ext / n, ext / n)
-                _write_tif(layout.chip_path(p, ids[k]), np.ascontiguousarray(arr), t, nodata[f], band_names[f], compress)
+                write_chip_tif(layout.chip_path(p, ids[k]), arr, t, SCENE_CRS, nodata[f], band_names[f], compress)
             bar.update(1)
         t_write += time.perf_counter() - ts
     bar.close()

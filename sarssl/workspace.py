@@ -118,6 +118,11 @@ def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool 
 # --------------------------------------------------------------------------------------------
 # DATA: the simulator, a local folder or a Hub subset
 # --------------------------------------------------------------------------------------------
+def _key(*parts) -> str:
+    """12 hex digits of the SHA-1 of ``parts`` joined by ``|``: the name of a derived folder."""
+    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class DataSource:
     """Where a chapter's ``DATA`` resolved to (:func:`resolve_data`).
@@ -149,12 +154,7 @@ class DataSource:
         """A run folder name for this data: ``name`` on the simulator, ``<name>-<kind>-<hash>`` otherwise."""
         if self.kind == "sim":
             return name
-        key = hashlib.sha1(f"{Path(self.root).resolve()}|{','.join(self.aois)}".encode()).hexdigest()[:8]
-        return f"{name}-{self.kind}-{key}"
-
-
-def _key(*parts) -> str:
-    return hashlib.sha1("|".join(str(p) for p in parts).encode()).hexdigest()[:12]
+        return f"{name}-{self.kind}-{_key(Path(self.root).resolve(), ','.join(self.aois))[:8]}"
 
 
 def _from_hub(spec: str, profile: Profile, seed: int, progress: bool, hub_api, max_chips) -> tuple[Path, list, str]:

@@ -251,8 +251,7 @@ def finished_runs(df: pd.DataFrame, regions) -> set[tuple]:
         return set()
     got: dict[tuple, set] = {}
     for row in df[list(RUN_KEY) + ["region"]].itertuples(index=False):
-        key = (str(row.task), str(row.method), str(row.protocol), str(row.pool), round(float(row.limit_pct), 6),
-               int(row.seed))
+        key = SweepRun(str(row.task), str(row.method), str(row.protocol), str(row.pool), row.limit_pct, row.seed).key
         got.setdefault(key, set()).add(str(row.region))
     need = set(regions)
     return {k for k, v in got.items() if need <= v}

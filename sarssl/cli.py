@@ -376,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("sweep", help="label-efficiency sweep: methods x label fractions x seeds x regions",
-                       description="Run {scratch, MAE, DINO} x label fractions x seeds (in and out of region) into a tidy CSV. "
+                       description="Run {random, scratch, MAE, DINO} x label fractions x seeds (in and out of region) into a "
+                                   "tidy CSV. "
                                    "Finished runs in the CSV are skipped, so the same command resumes.")
     p.add_argument("--profile", default="auto", choices=("auto",) + PROFILE_NAMES, help="run profile (default auto)")
     _add_data_args(p)

@@ -11,7 +11,8 @@ prototypes used across a batch, ``exp H(mean_b p_b)`` (the perplexity of the bat
 distribution); :func:`batch_usage` divides it by ``min(K, images)``, one prototype per image. A
 usage at or below ``batch_low`` (default 0.25) is the ``"batch"`` status: the teacher no longer tells
 the batch's images apart. (On the ``cpu`` region a teacher temperature of 0.02 drove 16 images onto
-2.6 prototypes, a usage of 0.16, while the per-image check read "ok" and the k-NN accuracy fell.) ``exp H`` of the per-image distributions (:func:`image_prototypes`) is logged beside it. The DINO task
+2.6 prototypes, a usage of 0.16, while the per-image check read "ok" and the k-NN accuracy fell.)
+``exp H`` of the per-image distributions (:func:`image_prototypes`) is logged beside it. The DINO task
 (:mod:`sarssl.models.dino`) updates a :class:`CollapseMonitor` every step; the plots of
 :mod:`sarssl.analysis.dino_plots` read :func:`collapse_status` off a run's metrics.
 """

@@ -419,7 +419,7 @@ def test_truncated_or_mismatched_encoder_names_the_file(encoder_run, tmp_path):
 def _fail_after(monkeypatch, n):
     import sarssl.data.simulate as sim
 
-    real = sim._write_tif
+    real = sim.write_chip_tif  # the chip writer the simulator calls
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -428,7 +428,7 @@ def _fail_after(monkeypatch, n):
             raise OSError(28, "No space left on device (injected)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sim, "_write_tif", flaky)
+    monkeypatch.setattr(sim, "write_chip_tif", flaky)
 
 
 def test_interrupted_simulate_leaves_nothing_and_retry_works(tmp_path, monkeypatch):

@@ -235,7 +235,8 @@ PROFILES: dict[str, Profile] = {
         data=DataConfig(n_chips=48, chip_size=32, pixel_size=140.0, batch_size=16, num_workers=0, norm_tiles=16),
         model=ModelConfig(encoder="vit_tiny_patch16_224", patch_size=8, img_size=32),
         mae=MAEConfig(epochs=1, decoder_dim=64),
-        dino=DINOConfig(epochs=1, out_dim=256, n_local_crops=2, global_crop_size=32, local_crop_size=16),
+        dino=DINOConfig(epochs=1, out_dim=256, hidden_dim=256, bottleneck_dim=64, n_local_crops=2, global_crop_size=32,
+                        local_crop_size=16),  # a small head: smoke checkpoints 90 MB, not 170
         finetune=FinetuneConfig(epochs=1, label_fractions=(10, 100), seeds=(0,), min_steps=5, protocol="linear",
                                 decoder_dim=32),
         notes="CI only: tiny data and one epoch; the numbers are not meaningful.",

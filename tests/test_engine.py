@@ -189,6 +189,14 @@ def test_step_info_and_hooks(tmp_path):
     assert tr.schedule(0)[0] == 0.0 and tr.schedule(10)[0] == pytest.approx(tr.peak_lr)
 
 
+def test_cpu_optimizer_is_fused_adamw(tmp_path):
+    """One fused AdamW kernel on CPU too (the per-tensor loop costs a large share of a ViT-tiny step)."""
+    tr = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, epochs=1, grad_accum_steps=1, checkpoint_every=0))
+    tr.fit()
+    assert isinstance(tr.optimizer, torch.optim.AdamW) and tr.optimizer.defaults["fused"] is True
+    assert all(torch.isfinite(p).all() for p in tr.params)
+
+
 def test_non_finite_loss_names_step_and_checkpoint(tmp_path):
     task = ToyTask(nan_at=5)
     with pytest.raises(NonFiniteLossError, match=r"step 5 .*checkpoint.pt \(step 4\)"):

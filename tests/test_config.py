@@ -88,7 +88,7 @@ def test_train_configs_of_the_cpu_book_are_unchanged():
         device="cpu", out_dir="out", seed=0, log_every=5, progress=False, checkpoint_every=None)
     prof = get_profile("cpu")
     assert finetune_train_config(prof, 20, "linear", seed=1) == TrainConfig(
-        epochs=50, batch_size=20, base_lr=1e-3, lr=3e-3, warmup_epochs=1.0, weight_decay=1e-4, betas=(0.9, 0.999),
+        epochs=40, batch_size=20, base_lr=1e-3, lr=3e-3, warmup_epochs=1.0, weight_decay=1e-4, betas=(0.9, 0.999),
         seed=1, out_dir=None, checkpoint_every=0, log_every=1, device="cpu", tensorboard=False, progress=False,
         clip_grad=None, num_workers=0)
     assert finetune_train_config(prof, 200, "finetune", seed=0, epochs=20) == TrainConfig(

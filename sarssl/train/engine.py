@@ -856,6 +856,7 @@ class Trainer:
             "run_config": self.run_config,
             "world_size": self.world_size,
             "monitored": dict(self.monitored),
+            "amp_dtype": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype is not None else "fp32",
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -882,6 +883,9 @@ class Trainer:
         self.task.load_state_dict(ckpt["task"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        saved_dtype = ckpt.get("amp_dtype")
+        if self.config.precision == "auto" and saved_dtype is not None:  # keep what the run started with, not
+            self.amp_dtype = None if saved_dtype == "fp32" else getattr(torch, saved_dtype)  # a new measurement
         if ckpt.get("extra") is not None:
             self.task.load_extra_state(ckpt["extra"])
         saved = ckpt.get("monitored") or {}

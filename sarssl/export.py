@@ -140,7 +140,7 @@ def find_run_normalization(run_dir, run: dict | None = None):
 
     In order: a ``normalization.json`` in the run folder; the workspace cache file fitted for the run's
     data (``<workspace>/norm/norm_<hash>.json``, keyed by the data root, AOIs, S1 product, channels, tile
-    count and seed saved in ``run.json`` and the data's content,
+    count and seed saved in ``run.json`` (its labelled AOIs when it lists them) and the data's content,
     :func:`sarssl.data.datasets.normalization_key`); a cached file whose key matches the root, AOIs, product,
     channels and seed; else
     the fit repeated on the run's data (deterministic: the same train tiles, the same statistics) when
@@ -155,7 +155,7 @@ def find_run_normalization(run_dir, run: dict | None = None):
             return Normalization.load(run_dir / name)
     run = run if run is not None else _read_json(run_dir / "run.json", "run record")
     data_root = _find_key(run, "data_root")
-    aois = _find_key(run, "aois")
+    aois = _find_key(run, "labelled_aois") or _find_key(run, "aois")  # the normalisation's AOIs
     aois = [aois] if isinstance(aois, str) else aois
     seed = int(_find_key(run, "seed") or 0)
     product = _find_key(run, "s1_product") or "s1grd-2020"

@@ -54,6 +54,8 @@ class DataConfig:
     decode_on_device: bool = knob(False, "MAE: workers send compact uint8 records, decoded on the GPU",
                                   cli=False)  # the command line has the MAE section's --decode
     s1_product: str = knob("s1grd-2020", "Sentinel-1 product that pretraining reads")
+    pool_regions: int = knob(0, "simulator: extra regions in the unlabelled pretraining pool (0: none)", cli=False)
+    pool_chips: int = knob(0, "simulator: chips per pool region", cli=False)
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,8 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
         device="cpu",
-        data=DataConfig(n_chips=48, chip_size=32, pixel_size=140.0, batch_size=16, num_workers=0, norm_tiles=16),
+        data=DataConfig(n_chips=48, chip_size=32, pixel_size=140.0, batch_size=16, num_workers=0, norm_tiles=16,
+                        pool_regions=1, pool_chips=16),  # a tiny pool: CI runs the pool's code path
         model=ModelConfig(encoder="vit_tiny_patch16_224", patch_size=8, img_size=32),
         mae=MAEConfig(epochs=1, decoder_dim=64),
         dino=DINOConfig(epochs=1, out_dim=256, hidden_dim=256, bottleneck_dim=64, n_local_crops=2, global_crop_size=32,
@@ -244,19 +247,25 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu",
         device="cpu",
-        data=DataConfig(n_chips=600, chip_size=64, pixel_size=70.0, batch_size=64, num_workers=2, norm_tiles=128),
+        # pretraining pool (issue 16): sim-a (600 chips, 368 train, the labelled ones) + 4 unlabelled regions of 600
+        # chips (their 1546 train chips; about 45 s of simulation on 2 idle cores), 1914 train chips in all (5x).
+        # Epochs and warm-ups are scaled so the optimiser steps stay those of sim-a alone: MAE 145 (was 30 x 5 = 150),
+        # DINO 119 (was 5 x 23 = 115); warm-ups 10 and 24 steps (were 10 and 23)
+        data=DataConfig(n_chips=600, chip_size=64, pixel_size=70.0, batch_size=64, num_workers=2, norm_tiles=128,
+                        pool_regions=4, pool_chips=600),
         model=ModelConfig(encoder="vit_tiny_patch16_224", patch_size=8, img_size=64),
         # short run: lr above the linear-scaling rule (base_lr 1.5e-4 x 64/256 barely moves in 100 steps)
-        mae=MAEConfig(epochs=30, decoder_dim=128, base_lr=1e-3, warmup_epochs=2.0),
+        mae=MAEConfig(epochs=5, decoder_dim=128, base_lr=1e-3, warmup_epochs=0.35),
         # SAR DINO recipe (issue 16), chosen on val k-NN among 12 recipes: global views at the 64 px evaluation size
         # (the 8 x 8 token grid the encoder is scored on), 4 local views of 32 px (4 x 4 tokens, enough for a field
-        # edge); batch 16 for 115 steps, EMA from 0.99 (cosine to 1), K = 1024, constant teacher temperature 0.04,
-        # absolute lr 5e-4; flips, quarter turns, small rotations and fresh speckle, but no level offsets and no
-        # season/polarisation dropout: on val, dropout alone cost 5-10 points of k-NN (the seasons carry the
-        # classes) and +-0.5 dB offsets alone gave nothing. About 2 min on 2 idle cores in bf16. It still only
+        # edge); batch 16 for 119 steps (one epoch of the pool), EMA from 0.99 (cosine to 1), K = 1024, constant teacher
+        # temperature 0.04, absolute lr 5e-4; flips, quarter turns, small rotations and fresh speckle, but no level
+        # offsets and no season/polarisation dropout: on val, dropout alone cost 5-10 points of k-NN (the seasons carry
+        # the classes) and +-0.5 dB offsets alone gave nothing. About 2 min on 2 idle cores in bf16. It still only
         # ties random-init encoders (0.79 vs 0.76-0.80 on 96 val chips): a few hundred steps are not enough.
-        dino=DINOConfig(epochs=5, batch_size=16, out_dim=1024, n_local_crops=4, global_crop_size=64,
-                        local_crop_size=32, lr=5e-4, warmup_epochs=1.0, teacher_temp=0.04, momentum_teacher=0.99,
+        dino=DINOConfig(epochs=1, batch_size=16, out_dim=1024, n_local_crops=4, global_crop_size=64,
+                        local_crop_size=32, lr=5e-4, warmup_epochs=0.2, warmup_teacher_temp_epochs=0.2,
+                        freeze_last_layer_epochs=0.2, teacher_temp=0.04, momentum_teacher=0.99,
                         aug_intensity_p=0.0, aug_group_drop_p=0.0),
         # the issue-14 grid: fractions doubling from 1 % and 5 seeds; supervised from scratch gets the probes' budget,
         # 12 epochs and at least 40 steps (15 and 50 made the sweep 34 min, nearly all of it supervised from
@@ -268,19 +277,23 @@ PROFILES: dict[str, Profile] = {
     "gpu": Profile(
         name="gpu",
         device="cuda",
+        # pretraining pool: sim-a (4000 chips, ~2440 train, labelled) + 4 unlabelled regions of 2000 chips (~4920 train);
+        # ~7360 train chips in all (3x); epochs and warm-ups scaled so the optimiser steps stay about those of sim-a
+        # alone (MAE ~1880, was ~1900; DINO ~1840, was ~1900)
         data=DataConfig(n_chips=4000, chip_size=128, pixel_size=35.0, batch_size=128, num_workers=4, norm_tiles=512,
-                        decode_on_device=True),
+                        decode_on_device=True, pool_regions=4, pool_chips=2000),
         # ViT-T/8 at 128 px: a 16 x 16 token (and attention) grid, where ViT-S/16 gave 8 x 8, for about the same
         # compute (3.4 against 3.0 GFLOP per image forward, sarssl.models.vit.count_flops); a T4 runs it in fp16
         # with a gradient scaler, Ampere and later in bf16 (engine precision "auto")
         model=ModelConfig(encoder="vit_tiny_patch16_224", patch_size=8, img_size=128),
-        mae=MAEConfig(epochs=100, decoder_dim=256, decoder_depth=2, decoder_heads=8),
+        mae=MAEConfig(epochs=33, decoder_dim=256, decoder_depth=2, decoder_heads=8, warmup_epochs=0.33),
         # DINO: global crops at the chips' 128 px (the evaluation size), local 64 px; batch 64 for ~1850 steps
-        # (50 epochs x 37) instead of ~900, EMA from 0.99 (cosine to 1) so the teacher leaves its initialisation,
-        # teacher temperature warmed 0.04 -> 0.05 over 10 % of training (5 epochs, not 1)
-        dino=DINOConfig(epochs=50, batch_size=64, out_dim=8192, n_local_crops=6, global_crop_size=128,
-                        local_crop_size=64, momentum_teacher=0.99, base_lr=1e-3, warmup_epochs=5,
-                        warmup_teacher_temp=0.04, teacher_temp=0.05, warmup_teacher_temp_epochs=5),
+        # (16 epochs of the pool, 50 of sim-a alone) instead of ~900, EMA from 0.99 (cosine to 1) so the teacher leaves
+        # its initialisation, teacher temperature warmed 0.04 -> 0.05 over 10 % of training (5 epochs of sim-a)
+        dino=DINOConfig(epochs=16, batch_size=64, out_dim=8192, n_local_crops=6, global_crop_size=128,
+                        local_crop_size=64, momentum_teacher=0.99, base_lr=1e-3, warmup_epochs=1.65,
+                        warmup_teacher_temp=0.04, teacher_temp=0.05, warmup_teacher_temp_epochs=1.65,
+                        freeze_last_layer_epochs=0.33),
         finetune=FinetuneConfig(epochs=40, seeds=(0, 1, 2)),
         notes="One Colab-class GPU (T4 16 GB and up): each chapter under about 30 minutes.",
     ),

@@ -11,6 +11,7 @@ point), so library code never imports it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -20,10 +21,10 @@ from pathlib import Path
 from sarssl import paths
 from sarssl.errors import UserError
 from sarssl.paths import workspace_dir  # re-exported: a public name of this module
-from sarssl.profiles import Profile
+from sarssl.profiles import DataConfig, Profile
 
-__all__ = ["workspace_dir", "region_root", "simulated_region", "run_dir", "pretrained_run", "DATA_ENV",
-           "DataSource", "resolve_data", "sweep_csv", "sweep_regions"]
+__all__ = ["workspace_dir", "region_root", "simulated_region", "POOL_SEED0", "pretraining_pool", "run_dir",
+           "pretrained_run", "DATA_ENV", "DataSource", "resolve_data", "sweep_csv", "sweep_regions"]
 
 #: environment variable a chapter's ``DATA = "auto"`` reads (unset: ``"sim"``, the simulator)
 DATA_ENV = "SARSSL_DATA"
@@ -38,25 +39,27 @@ def region_root(profile: Profile, seed: int = 0) -> Path:
     return paths.region_dir(profile.name, d.n_chips, d.chip_size, d.pixel_size, SIMULATOR_VERSION, seed)
 
 
-def simulated_region(profile: Profile, aoi: str = "sim-a", seed: int = 0, progress: bool = True) -> Path:
+def simulated_region(profile: Profile, aoi: str = "sim-a", seed: int = 0, progress: bool = True,
+                     root: Path | None = None, n_chips: int | None = None) -> Path:
     """M3LEO root holding the simulated AOI ``aoi`` for ``profile``; simulated on first use.
 
-    The AOI is written to a temporary folder and moved into place, so concurrent callers and
-    interrupted runs never see a half-written region.
+    ``root``: the M3LEO root to write into (default :func:`region_root` of ``seed``); ``n_chips``: chips
+    of the AOI (default ``data.n_chips``). The AOI is written to a temporary folder and moved into place,
+    so concurrent callers and interrupted runs never see a half-written region.
 
     Returns:
         The root folder to pass to the M3LEO readers (the AOI is ``root / aoi``).
     """
     from sarssl.data.simulate import simulate_region
 
-    root = region_root(profile, seed)
+    root = Path(root) if root is not None else region_root(profile, seed)
     target = root / aoi
     if target.is_dir():
         return root
     tmp_root = root.parent / f".tmp-{uuid.uuid4().hex}"
     d = profile.data
     simulate_region(
-        tmp_root, aoi=aoi, n_chips=d.n_chips, chip_size=d.chip_size, pixel_size=d.pixel_size,
+        tmp_root, aoi=aoi, n_chips=n_chips or d.n_chips, chip_size=d.chip_size, pixel_size=d.pixel_size,
         seed=seed, progress=progress,
     )
     root.mkdir(parents=True, exist_ok=True)
@@ -68,6 +71,31 @@ def simulated_region(profile: Profile, aoi: str = "sim-a", seed: int = 0, progre
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return root
+
+
+#: Seed of the first pretraining-pool region: 0 is sim-a, 1 sim-b (the sweep's out-of-region test) and 2-4
+#: chapter 6's transfer regions sim-c..e, so the pool starts well clear of every region a chapter tests on.
+POOL_SEED0 = 100
+
+
+def pretraining_pool(profile: Profile, root: Path | None = None, progress: bool = True,
+                     config: DataConfig | None = None) -> list[str]:
+    """The unlabelled pretraining pool of the simulator, simulated on first use: AOI names.
+
+    ``config.pool_regions`` AOIs ``sim-pool-<seed>`` (seeds ``POOL_SEED0``, +1, ...) of ``config.pool_chips``
+    chips each (``config``: default ``profile.data``), written into ``root`` (default sim-a's root: a
+    pretraining run reads one M3LEO root).
+    """
+    d = config or profile.data
+    root = Path(root) if root is not None else region_root(profile)
+    aois = [f"sim-pool-{seed}" for seed in range(POOL_SEED0, POOL_SEED0 + d.pool_regions)]
+    for aoi in aois:
+        simulated_region(profile, aoi, int(aoi.rsplit("-", 1)[1]), progress, root=root, n_chips=d.pool_chips)
+        made = json.loads((root / aoi / "simulation.json").read_text())["parameters"]["n_chips"]
+        if made != d.pool_chips:
+            raise UserError(f"pool region {str(root / aoi)!r} holds {made} chips, not pool_chips={d.pool_chips}: "
+                            "remove that folder to simulate it again")
+    return aois
 
 
 def run_dir(profile: Profile, name: str) -> Path:
@@ -106,13 +134,22 @@ def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool 
     holds ``encoder.pth``/``encoder.json`` (timm-named encoder), ``metrics.csv``, ``checkpoint.pt`` and
     ``run.json`` (the resolved configuration that loaders rebuild from). ``overrides``: flat
     configuration names (:func:`sarssl.profiles.train_config`), e.g. ``mask_ratio=0.9``.
+
+    On the simulator the run pretrains on the labelled region and the unlabelled pool
+    (:func:`pretraining_pool`, ``data.pool_regions`` x ``data.pool_chips``); the normalisation and DINO's
+    k-NN monitor use the labelled region only.
     """
+    from sarssl.profiles import train_config
     from sarssl.train.pretrain import run_pretrain
 
     data = data if data is not None else resolve_data("sim", profile, seed=seed, progress=progress)
     name = data.run_name(method if seed == 0 else f"{method}-seed{seed}")
-    return run_pretrain(method, profile, data.root, run_dir(profile, name), aoi=list(data.aois),
-                        overrides=overrides or None, progress=progress, seed=seed)
+    labelled = list(data.aois)
+    pool = []
+    if data.kind == "sim":
+        pool = pretraining_pool(profile, data.root, progress, train_config(method, profile, overrides).data)
+    return run_pretrain(method, profile, data.root, run_dir(profile, name), aoi=labelled + pool,
+                        overrides=overrides or None, progress=progress, seed=seed, labelled_aois=labelled)
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_values_that_builders_used_to_hard_code():
     assert (dino.min_lr, dino.weight_decay, dino.weight_decay_end, dino.betas, dino.clip_grad, dino.clip_mode) == (
         1e-6, 0.04, 0.4, (0.9, 0.999), 3.0, "per_param")
     assert (dino.drop_path_rate, dino.hidden_dim, dino.bottleneck_dim, dino.student_temp, dino.center_momentum,
-            dino.warmup_teacher_temp, dino.freeze_last_layer_epochs) == (0.1, 2048, 256, 0.1, 0.9, 0.04, 1.0)
+            dino.warmup_teacher_temp, dino.freeze_last_layer_epochs) == (0.1, 2048, 256, 0.1, 0.9, 0.04, 0.2)
     assert (dino.knn_k, dino.knn_temperature, dino.knn_max_train, dino.knn_max_test, dino.knn_batch_size) == (
         20, 0.07, 512, 256, 64)
     assert (dino.batch_size, dino.teacher_temp, dino.momentum_teacher) == (16, 0.04, 0.99)
@@ -73,6 +73,7 @@ def test_train_configs_of_the_cpu_book_are_unchanged():
 
     ``checkpoint_every=None``: a checkpoint at each epoch's end (the engine counts the steps); MAE's was
     ``steps per epoch`` (5), the same steps here, and DINO's was 0 (only at the end): a cadence, never a number.
+    Epochs and warm-ups are those of the pretraining pool (about 5x the 360 chips here).
     """
     from sarssl.train.dino_setup import dino_train_config
     from sarssl.train.engine import TrainConfig
@@ -80,10 +81,10 @@ def test_train_configs_of_the_cpu_book_are_unchanged():
     from sarssl.train.pretrain import mae_train_config
 
     assert mae_train_config(train_config("mae", "cpu"), 360, "out", seed=0, progress=False) == TrainConfig(
-        epochs=30, batch_size=64, base_lr=1e-3, min_lr=0.0, warmup_epochs=2.0, weight_decay=0.05, betas=(0.9, 0.95),
+        epochs=5, batch_size=64, base_lr=1e-3, min_lr=0.0, warmup_epochs=0.35, weight_decay=0.05, betas=(0.9, 0.95),
         num_workers=2, device="cpu", seed=0, out_dir="out", checkpoint_every=None, log_every=5, progress=False)
     assert dino_train_config(train_config("dino", "cpu"), 360, "out", seed=0, progress=False) == TrainConfig(
-        epochs=5, batch_size=16, base_lr=5e-4, lr=5e-4, min_lr=1e-6, warmup_epochs=1.0, weight_decay=0.04,
+        epochs=1, batch_size=16, base_lr=5e-4, lr=5e-4, min_lr=1e-6, warmup_epochs=0.2, weight_decay=0.04,
         weight_decay_end=0.4, betas=(0.9, 0.999), clip_grad=3.0, clip_mode="per_param", num_workers=2,
         device="cpu", out_dir="out", seed=0, log_every=5, progress=False, checkpoint_every=None)
     prof = get_profile("cpu")

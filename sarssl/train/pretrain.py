@@ -55,6 +55,15 @@ class PretrainContext:
     out_dir: Path
     seed: int = 0
     progress: bool = True
+    #: the AOIs (of ``aois``) whose train chips fit the normalisation and whose land cover DINO's k-NN
+    #: monitor scores (None: ``aois``); the rest is an unlabelled pool
+    labelled_aois: list[str] | None = None
+
+    def __post_init__(self):
+        self.labelled_aois = list(self.labelled_aois or self.aois)
+        extra = sorted(set(self.labelled_aois) - set(self.aois))
+        if extra:
+            raise UserError(f"labelled AOIs {extra} are not among the pretraining AOIs {self.aois}")
 
 
 @dataclass
@@ -80,18 +89,23 @@ def register_method(name: str):
 
 
 def pretrain_dataset(ctx: PretrainContext, s1_product: str = S1_PRODUCT, split="train", products=None,
-                     decode: str = "sample"):
-    """The M3LEO chips of ``ctx.aois`` (``split``) with ``s1``/``s1_valid``; normalisation fitted on train.
+                     decode: str = "sample", labelled: bool = False):
+    """The M3LEO chips of ``ctx.aois`` (``labelled``: of ``ctx.labelled_aois``) in ``split`` with
+    ``s1``/``s1_valid``; normalisation fitted on the labelled AOIs' train chips (as fine-tuning fits it).
 
     ``decode="batch"``: items hold compact records, decoded per batch by ``ds.decode_batch``.
     """
     from sarssl.data.datasets import M3LEODataset
 
-    ds = M3LEODataset(ctx.data_root, ctx.aois, split=split, products=products or (s1_product,),
-                      normalization="fit", norm_tiles=ctx.config.data.norm_tiles, seed=ctx.seed,
-                      progress=ctx.progress, decode=decode)
+    aois = ctx.labelled_aois if labelled else ctx.aois
+    kw = dict(norm_tiles=ctx.config.data.norm_tiles, seed=ctx.seed, progress=ctx.progress)
+    norm = "fit"
+    if aois != ctx.labelled_aois:
+        norm = M3LEODataset(ctx.data_root, ctx.labelled_aois, products=(s1_product,), **kw).norm
+    ds = M3LEODataset(ctx.data_root, aois, split=split, products=products or (s1_product,), normalization=norm,
+                      decode=decode, **kw)
     if len(ds) == 0:
-        raise UserError(f"no {split} chips with {s1_product} under {ctx.data_root} for AOIs {ctx.aois}")
+        raise UserError(f"no {split} chips with {s1_product} under {ctx.data_root} for AOIs {aois}")
     return ds
 
 
@@ -140,7 +154,7 @@ def build_mae(ctx: PretrainContext) -> PretrainSetup:
 @register_method("dino")
 def build_dino_run(ctx: PretrainContext) -> PretrainSetup:
     """DINO (Caron et al.) via :func:`sarssl.train.dino_setup.prepare_dino`: multi-crop views of the train
-    chips and k-NN land-cover accuracy (train vs val chips) at each epoch end."""
+    chips and k-NN land-cover accuracy (train vs val chips of ``ctx.labelled_aois``) at each epoch end."""
     from sarssl.train.checkpoint import seed_everything
     from sarssl.train.dino_setup import prepare_dino
 
@@ -150,8 +164,8 @@ def build_dino_run(ctx: PretrainContext) -> PretrainSetup:
     knn_train = knn_test = None
     year = s1.rsplit("-", 1)[-1]
     try:
-        knn_train = pretrain_dataset(ctx, s1, "train", (s1, f"esaworldcover-{year}"))
-        knn_test = pretrain_dataset(ctx, s1, "val", (s1, f"esaworldcover-{year}"))
+        knn_train = pretrain_dataset(ctx, s1, "train", (s1, f"esaworldcover-{year}"), labelled=True)
+        knn_test = pretrain_dataset(ctx, s1, "val", (s1, f"esaworldcover-{year}"), labelled=True)
     except (FileNotFoundError, ValueError) as err:  # no land cover: train without the k-NN monitor
         import warnings
 
@@ -163,12 +177,15 @@ def build_dino_run(ctx: PretrainContext) -> PretrainSetup:
 
 
 def run_pretrain(method: str, profile="auto", data_root: str | Path = ".", out_dir: str | Path = "run",
-                 aoi=None, overrides: dict | None = None, progress: bool = True, seed: int | None = None) -> Path:
+                 aoi=None, overrides: dict | None = None, progress: bool = True, seed: int | None = None,
+                 labelled_aois=None) -> Path:
     """Pretrain ``method`` (``"mae"`` or ``"dino"``) on the M3LEO root ``data_root`` into ``out_dir``.
 
     Args:
         profile: profile name (``"auto"``, ``"smoke"``, ``"cpu"``, ``"gpu"``, ``"paper"``) or a Profile.
         aoi: AOI name or list (default: every AOI under ``data_root``); an AOI given twice is refused.
+        labelled_aois: the AOIs of ``aoi`` that fit the normalisation and feed DINO's k-NN monitor
+            (default all of them); the others are an unlabelled pool.
         overrides: flat configuration names (:func:`sarssl.profiles.train_config`): the method's
             section (``epochs``, ``batch_size``, ``base_lr``, ``mask_ratio``, ``out_dim``...), then
             ``model``, ``data`` and ``engine`` fields (``max_steps``, ``precision``...).
@@ -176,8 +193,8 @@ def run_pretrain(method: str, profile="auto", data_root: str | Path = ".", out_d
 
     Returns:
         ``out_dir`` holding ``checkpoint.pt``, ``encoder.pth``/``encoder.json``, ``metrics.csv``,
-        ``tb/`` and ``run.json`` (method, profile, data root, AOIs, seed, the resolved ``config`` and the
-        run's ``identity``). The same call again resumes; a call describing another run (another
+        ``tb/`` and ``run.json`` (method, profile, data root, AOIs, labelled AOIs, seed, the resolved ``config``
+        and the run's ``identity``). The same call again resumes; a call describing another run (another
         method, data, seed or configuration, see :data:`RESUMABLE_FIELDS`) is refused before anything
         is written (:class:`~sarssl.errors.UserError`).
     """
@@ -198,15 +215,15 @@ def run_pretrain(method: str, profile="auto", data_root: str | Path = ".", out_d
     if not aois:
         raise FileNotFoundError(f"no AOI folder with a split file under {str(root)!r}")
     out = Path(out_dir)
-    identity = run_identity(method, cfg, root, aois, run_seed)
+    ctx = PretrainContext(cfg, root, aois, out, run_seed, progress, check_unique_aois(labelled_aois or aois))
+    identity = run_identity(method, cfg, root, aois, run_seed, ctx.labelled_aois)
     check_run_folder(out, identity, root)  # before anything is built or written
-    ctx = PretrainContext(cfg, root, aois, out, run_seed, progress)
     setup = PRETRAIN_METHODS[method](ctx)
     trainer = Trainer(setup.task, setup.data, setup.config, collate_fn=setup.collate_fn,
                       batch_transform=setup.batch_transform, run_config=cfg.to_dict())
     info = {"method": method, "profile": cfg.profile, "data_root": str(root), "aois": aois,
-            "overrides": overrides, "seed": run_seed, "config": cfg.to_dict(), "identity": identity,
-            "fingerprint": identity_fingerprint(identity)}
+            "labelled_aois": ctx.labelled_aois, "overrides": overrides, "seed": run_seed, "config": cfg.to_dict(),
+            "identity": identity, "fingerprint": identity_fingerprint(identity)}
 
     def write_run_json():  # once the engine accepted the folder's checkpoint (if any), before the first step
         if trainer.is_main:
@@ -235,8 +252,9 @@ def identity_config(config: dict, method: str) -> dict:
             for k, v in config.items() if k not in ("method", "profile")}
 
 
-def run_identity(method: str, config: RunConfig, data_root, aois, seed: int) -> dict:
-    """What makes a run: method, profile, AOIs, the split files' fingerprints, seed, configuration.
+def run_identity(method: str, config: RunConfig, data_root, aois, seed: int, labelled_aois=None) -> dict:
+    """What makes a run: method, profile, AOIs, the labelled ones (default all), the split files'
+    fingerprints, seed, configuration.
 
     ``data_fingerprint`` maps each AOI to :func:`sarssl.data.fingerprint.split_digest` of its split file
     (cheap: one small file per AOI); ``config`` is :func:`identity_config` of the resolved configuration.
@@ -244,8 +262,8 @@ def run_identity(method: str, config: RunConfig, data_root, aois, seed: int) -> 
     from sarssl.data.fingerprint import data_fingerprint
 
     return {"method": method, "profile": config.profile, "aois": list(aois),
-            "data_fingerprint": data_fingerprint(data_root, aois), "seed": int(seed),
-            "config": identity_config(config.to_dict(), method)}
+            "labelled_aois": list(labelled_aois or aois), "data_fingerprint": data_fingerprint(data_root, aois),
+            "seed": int(seed), "config": identity_config(config.to_dict(), method)}
 
 
 def identity_fingerprint(identity: dict) -> str:
@@ -326,7 +344,7 @@ def _field_defaults(method: str) -> dict:
     return out
 
 
-_ORDER = ("method", "profile", "aois", "data_fingerprint", "data_root", "seed")
+_ORDER = ("method", "profile", "aois", "labelled_aois", "data_fingerprint", "data_root", "seed")
 
 
 def identity_differences(saved: dict, current: dict) -> list[str]:

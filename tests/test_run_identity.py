@@ -393,7 +393,7 @@ def test_kill_9_then_the_same_command_resumes_exactly(method, roots, ws, tmp_pat
 
     def args(out):  # 2 epochs; a checkpoint at each epoch's end
         return ["pretrain", method, "--profile", "smoke", "--data", str(roots[0]), "--out", str(out),
-                "--epochs", "2", "--batch-size", "4"]
+                "--epochs", "2", "--batch-size", "4", "--precision", "fp32"]  # auto times each process
 
     assert main(args(tmp_path / "full")) == 0
     spe = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["steps_per_epoch"]
@@ -416,7 +416,7 @@ def test_sigterm_to_a_real_pretrain_process_checkpoints_and_exits_143(roots, ws,
 
     def args(out):
         return ["pretrain", "mae", "--profile", "smoke", "--data", str(roots[0]), "--out", str(out),
-                "--epochs", "2", "--batch-size", "4"]
+                "--epochs", "2", "--batch-size", "4", "--precision", "fp32"]  # auto times each process
 
     assert main(args(tmp_path / "full")) == 0
     spe = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["steps_per_epoch"]

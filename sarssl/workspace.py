@@ -88,13 +88,15 @@ def pretraining_pool(profile: Profile, root: Path | None = None, progress: bool 
     """
     d = config or profile.data
     root = Path(root) if root is not None else region_root(profile)
-    aois = [f"sim-pool-{seed}" for seed in range(POOL_SEED0, POOL_SEED0 + d.pool_regions)]
-    for aoi in aois:
-        simulated_region(profile, aoi, int(aoi.rsplit("-", 1)[1]), progress, root=root, n_chips=d.pool_chips)
+    aois = []
+    for seed in range(POOL_SEED0, POOL_SEED0 + d.pool_regions):
+        aoi = f"sim-pool-{seed}"
+        simulated_region(profile, aoi, seed, progress, root=root, n_chips=d.pool_chips)
         made = json.loads((root / aoi / "simulation.json").read_text())["parameters"]["n_chips"]
         if made != d.pool_chips:
             raise UserError(f"pool region {str(root / aoi)!r} holds {made} chips, not pool_chips={d.pool_chips}: "
                             "remove that folder to simulate it again")
+        aois.append(aoi)
     return aois
 
 

@@ -154,15 +154,15 @@ def test_resumed_auto_precision_keeps_the_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "cpu_bf16_speedup", lambda: 2.0)
     with pytest.raises(KeyboardInterrupt):
         Trainer(ToyTask(fail_at=7), ToyData(), _cfg(tmp_path, precision="auto")).fit()
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["amp_dtype"] == "bfloat16"
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["precision"] == "bf16"
     monkeypatch.setattr(engine, "cpu_bf16_speedup", lambda: 1.0)  # a fresh measurement now says fp32
     resumed = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, precision="auto"))
     resumed.fit()
     assert resumed.amp_dtype == torch.bfloat16
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["amp_dtype"] == "bfloat16"
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["precision"] == "bf16"
     fixed = Trainer(ToyTask(), ToyData(), _cfg(tmp_path / "fp32", precision="fp32"))
     fixed.fit()
-    assert fixed.amp_dtype is None and load_checkpoint(tmp_path / "fp32" / "checkpoint.pt")["amp_dtype"] == "fp32"
+    assert fixed.amp_dtype is None and load_checkpoint(tmp_path / "fp32" / "checkpoint.pt")["precision"] == "fp32"
 
 
 def test_exact_resume_matches_uninterrupted(tmp_path):

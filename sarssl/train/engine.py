@@ -100,6 +100,8 @@ from sarssl.train.optim import normalise_groups
 from sarssl.train.schedules import cosine_value, warmup_cosine
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+#: precision name -> autocast dtype (``None``: no autocast); the name is what a checkpoint records
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -263,13 +265,14 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
             return (torch.bfloat16 if cpu_bf16_speedup() >= CPU_BF16_MIN_SPEEDUP else None), False
         major, _ = torch.cuda.get_device_capability(device)
         precision = "bf16" if major >= 8 else "fp16"
-    if precision == "fp32":
-        return None, False
-    if precision == "bf16":
-        return torch.bfloat16, False
-    if device.type != "cuda":
+    if precision == "fp16" and device.type != "cuda":
         raise UserError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
-    return torch.float16, True
+    return AUTOCAST_DTYPES[precision], precision == "fp16"
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The :data:`AUTOCAST_DTYPES` name of an autocast dtype (``None``: ``"fp32"``)."""
+    return next(name for name, d in AUTOCAST_DTYPES.items() if d == dtype)
 
 
 def move_to_device(obj: Any, device: torch.device) -> Any:
@@ -856,7 +859,7 @@ class Trainer:
             "run_config": self.run_config,
             "world_size": self.world_size,
             "monitored": dict(self.monitored),
-            "amp_dtype": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype is not None else "fp32",
+            "precision": precision_name(self.amp_dtype),
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -883,9 +886,8 @@ class Trainer:
         self.task.load_state_dict(ckpt["task"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        saved_dtype = ckpt.get("amp_dtype")
-        if self.config.precision == "auto" and saved_dtype is not None:  # keep what the run started with, not
-            self.amp_dtype = None if saved_dtype == "fp32" else getattr(torch, saved_dtype)  # a new measurement
+        if self.config.precision == "auto" and ckpt.get("precision") in AUTOCAST_DTYPES:  # keep what the run
+            self.amp_dtype = AUTOCAST_DTYPES[ckpt["precision"]]  # started with, not a new measurement
         if ckpt.get("extra") is not None:
             self.task.load_extra_state(ckpt["extra"])
         saved = ckpt.get("monitored") or {}

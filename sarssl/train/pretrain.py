@@ -88,22 +88,27 @@ def register_method(name: str):
     return wrap
 
 
-def pretrain_dataset(ctx: PretrainContext, s1_product: str = S1_PRODUCT, split="train", products=None,
+def labelled_normalization(ctx: PretrainContext, s1_product: str = S1_PRODUCT):
+    """The normalisation of every dataset of a pretraining run: fitted on the train chips of
+    ``ctx.labelled_aois`` (as fine-tuning fits it), so the unlabelled pool does not shift it."""
+    from sarssl.data.datasets import M3LEODataset
+
+    return M3LEODataset(ctx.data_root, ctx.labelled_aois, products=(s1_product,), norm_tiles=ctx.config.data.norm_tiles,
+                        seed=ctx.seed, progress=ctx.progress).norm
+
+
+def pretrain_dataset(ctx: PretrainContext, norm, s1_product: str = S1_PRODUCT, split="train", products=None,
                      decode: str = "sample", labelled: bool = False):
     """The M3LEO chips of ``ctx.aois`` (``labelled``: of ``ctx.labelled_aois``) in ``split`` with
-    ``s1``/``s1_valid``; normalisation fitted on the labelled AOIs' train chips (as fine-tuning fits it).
+    ``s1``/``s1_valid``, normalised with ``norm`` (:func:`labelled_normalization`).
 
     ``decode="batch"``: items hold compact records, decoded per batch by ``ds.decode_batch``.
     """
     from sarssl.data.datasets import M3LEODataset
 
     aois = ctx.labelled_aois if labelled else ctx.aois
-    kw = dict(norm_tiles=ctx.config.data.norm_tiles, seed=ctx.seed, progress=ctx.progress)
-    norm = "fit"
-    if aois != ctx.labelled_aois:
-        norm = M3LEODataset(ctx.data_root, ctx.labelled_aois, products=(s1_product,), **kw).norm
     ds = M3LEODataset(ctx.data_root, aois, split=split, products=products or (s1_product,), normalization=norm,
-                      decode=decode, **kw)
+                      decode=decode, norm_tiles=ctx.config.data.norm_tiles, seed=ctx.seed, progress=ctx.progress)
     if len(ds) == 0:
         raise UserError(f"no {split} chips with {s1_product} under {ctx.data_root} for AOIs {aois}")
     return ds
@@ -141,7 +146,8 @@ def build_mae(ctx: PretrainContext) -> PretrainSetup:
     from sarssl.train.checkpoint import seed_everything
 
     cfg = ctx.config
-    ds = pretrain_dataset(ctx, cfg.data.s1_product, decode=cfg.method_config.decode)
+    s1 = cfg.data.s1_product
+    ds = pretrain_dataset(ctx, labelled_normalization(ctx, s1), s1, decode=cfg.method_config.decode)
     _check_size(ds, cfg.model.img_size, f"MAE on {ctx.data_root}")
     seed_everything(ctx.seed)
     mae, spec = mae_from_config(cfg)
@@ -160,12 +166,13 @@ def build_dino_run(ctx: PretrainContext) -> PretrainSetup:
 
     cfg = ctx.config
     s1 = cfg.data.s1_product
-    ds = pretrain_dataset(ctx, s1)
+    norm = labelled_normalization(ctx, s1)
+    ds = pretrain_dataset(ctx, norm, s1)
     knn_train = knn_test = None
     year = s1.rsplit("-", 1)[-1]
     try:
-        knn_train = pretrain_dataset(ctx, s1, "train", (s1, f"esaworldcover-{year}"), labelled=True)
-        knn_test = pretrain_dataset(ctx, s1, "val", (s1, f"esaworldcover-{year}"), labelled=True)
+        knn_train = pretrain_dataset(ctx, norm, s1, "train", (s1, f"esaworldcover-{year}"), labelled=True)
+        knn_test = pretrain_dataset(ctx, norm, s1, "val", (s1, f"esaworldcover-{year}"), labelled=True)
     except (FileNotFoundError, ValueError) as err:  # no land cover: train without the k-NN monitor
         import warnings
 

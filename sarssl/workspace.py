@@ -24,7 +24,7 @@ from sarssl.paths import workspace_dir  # re-exported: a public name of this mod
 from sarssl.profiles import DataConfig, Profile
 
 __all__ = ["workspace_dir", "region_root", "simulated_region", "POOL_SEED0", "pretraining_pool", "run_dir",
-           "pretrained_run", "DATA_ENV", "DataSource", "resolve_data", "sweep_csv", "sweep_regions"]
+           "pretrained_run", "variant_name", "DATA_ENV", "DataSource", "resolve_data", "sweep_csv", "sweep_regions"]
 
 #: environment variable a chapter's ``DATA = "auto"`` reads (unset: ``"sim"``, the simulator)
 DATA_ENV = "SARSSL_DATA"
@@ -135,7 +135,9 @@ def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool 
     Trains on first use and resumes an interrupted run; a finished run is reused as it is. The folder
     holds ``encoder.pth``/``encoder.json`` (timm-named encoder), ``metrics.csv``, ``checkpoint.pt`` and
     ``run.json`` (the resolved configuration that loaders rebuild from). ``overrides``: flat
-    configuration names (:func:`sarssl.profiles.train_config`), e.g. ``mask_ratio=0.9``.
+    configuration names (:func:`sarssl.profiles.train_config`), e.g. ``mask_ratio=0.9``; overrides that
+    change the run's identity name their own folder (:func:`variant_name`, ``mae-norm_pix_loss-false``),
+    and overrides equal to the profile's values reuse the profile's run.
 
     On the simulator the run pretrains on the labelled region and the unlabelled pool
     (:func:`pretraining_pool`, ``data.pool_regions`` x ``data.pool_chips``); the normalisation and DINO's
@@ -145,13 +147,30 @@ def pretrained_run(profile: Profile, method: str, seed: int = 0, progress: bool 
     from sarssl.train.pretrain import run_pretrain
 
     data = data if data is not None else resolve_data("sim", profile, seed=seed, progress=progress)
-    name = data.run_name(method if seed == 0 else f"{method}-seed{seed}")
+    base = variant_name(profile, method, overrides)
+    name = data.run_name(base if seed == 0 else f"{base}-seed{seed}")
     labelled = list(data.aois)
     pool = []
     if data.kind == "sim":
         pool = pretraining_pool(profile, data.root, progress, train_config(method, profile, overrides).data)
     return run_pretrain(method, profile, data.root, run_dir(profile, name), aoi=labelled + pool,
                         overrides=overrides or None, progress=progress, seed=seed, labelled_aois=labelled)
+
+
+def variant_name(profile: Profile, method: str, overrides: dict | None = None) -> str:
+    """Run name of ``method`` with ``overrides``: ``method`` plus ``-<field>-<value>`` for each field of the
+    run's identity (:func:`sarssl.train.pretrain.identity_config`) that the overrides change, sorted;
+    ``method`` alone when they change none (resumable fields such as ``max_steps`` change none)."""
+    import re
+
+    from sarssl.profiles import train_config
+    from sarssl.train.pretrain import identity_config
+
+    base, new = (identity_config(train_config(method, profile, o).to_dict(), method) for o in (None, overrides))
+    changed = [(f, v) for s, sec in sorted(new.items()) if isinstance(sec, dict)
+               for f, v in sorted(sec.items()) if v != base[s].get(f)]
+    changed += [(s, v) for s, v in sorted(new.items()) if not isinstance(v, dict) and v != base[s]]
+    return "-".join([method] + [f"{f}-{re.sub(r'[^a-z0-9.]+', '_', str(v).lower()).strip('_')}" for f, v in changed])
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ which (``grid`` for dense targets).
 
 Every run trains one head on ``limit_pct`` % of the pretraining region's labelled train chips (the
 subset comes from the dataset's ``limit_pct`` + ``seed``, so every method sees the same chips, and
-smaller fractions are nested in larger ones) and is evaluated on the test split of the same region
+smaller fractions are nested in larger ones) and is evaluated on the test split (``eval_split``) of the same region
 (``region = "in"``) and, when given, on the test split of a second region (``region = "out"``, e.g.
 a simulated AOI ``sim-b`` drawn with another seed), with one normalisation for both.
 
@@ -128,11 +128,11 @@ def plan_runs(tasks, methods, fractions, seeds, protocol="finetune", pools=("mea
 # The results file: identity, checks, reading and appending
 # --------------------------------------------------------------------------------------------
 def sweep_identity(profile, data_root, aoi: str, ood=None, year: int = 2020, epochs: int | None = None,
-                   overrides: dict | None = None) -> dict:
+                   overrides: dict | None = None, eval_split: str = "test") -> dict:
     """What makes a sweep's rows comparable: the profile's name, encoder and fine-tuning configuration
     (without the grid: fractions, seeds, tasks and protocol are in every row), the split-file fingerprints
     (:func:`sarssl.data.fingerprint.split_digest`) of the in-region AOI and of the out-of-region one, the
-    year, ``epochs`` and the overrides of :func:`run_sweep`."""
+    year, ``epochs``, the overrides of :func:`run_sweep` and the scored split when it is not ``test``."""
     from sarssl.data.fingerprint import data_fingerprint
     from sarssl.profiles import get_profile
 
@@ -143,6 +143,8 @@ def sweep_identity(profile, data_root, aoi: str, ood=None, year: int = 2020, epo
         data["out"] = data_fingerprint(ood[0], [ood[1]])
     identity = {"profile": prof.name, "model": asdict(prof.model), "finetune": ft, "data": data, "year": int(year),
                 "epochs": epochs, "overrides": dict(sorted((overrides or {}).items()))}
+    if eval_split != "test":  # test sweeps keep the fingerprints they always had
+        identity["eval_split"] = eval_split
     return json.loads(json.dumps(identity, default=str))
 
 
@@ -168,11 +170,11 @@ class SweepOutput(os.PathLike):
 
 
 def sweep_output(out_csv, profile, data_root, aoi: str, ood=None, year: int = 2020, epochs: int | None = None,
-                 overrides: dict | None = None) -> SweepOutput:
+                 overrides: dict | None = None, eval_split: str = "test") -> SweepOutput:
     """``out_csv`` with the sweep's identity (:func:`sweep_identity`), checked by :func:`check_sweep_csv`
     before anything runs."""
     out = SweepOutput(out_csv.path if isinstance(out_csv, SweepOutput) else out_csv,
-                      sweep_identity(profile, data_root, aoi, ood, year, epochs, overrides))
+                      sweep_identity(profile, data_root, aoi, ood, year, epochs, overrides, eval_split))
     check_sweep_csv(out.path, out.fingerprint)
     return out
 
@@ -264,7 +266,8 @@ def _subset_ids(ds) -> list[str]:
 def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seeds=None,
               tasks=None, protocol=None, pretrained: dict | None = None, aoi: str = "sim-a", ood=None,
               cache_dir=None, epochs: int | None = None, year: int = 2020, device: str | None = None,
-              progress: bool = True, max_runs: int | None = None, **overrides) -> pd.DataFrame:
+              progress: bool = True, max_runs: int | None = None, eval_split: str = "test",
+              **overrides) -> pd.DataFrame:
     """Run (or resume) the label-efficiency sweep and return the CSV's rows.
 
     Args:
@@ -281,6 +284,8 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
             (``random`` and ``scratch`` follow :func:`method_protocol`).
         ood: out-of-region test set ``(root, aoi)``, or ``None`` for none.
         max_runs: stop after this many new runs (the next call resumes).
+        eval_split: the split scored (``"test"``; ``"val"`` for model selection and ablations), in region
+            ``in`` and in ``ood``.
         overrides: TrainConfig fields for every run (``batch_size``, ``lr``...).
     """
     from tqdm.auto import tqdm
@@ -295,7 +300,7 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
         raise ValueError("run_sweep needs data_root (an M3LEO root) and out_csv (the results file); the book "
                          "layer's are sarssl.workspace.resolve_data(DATA, profile).root and sweep_csv(profile, data)")
     prof = get_profile(profile) if isinstance(profile, str) else profile
-    out_csv = sweep_output(out_csv, prof, data_root, aoi, ood, year, epochs, overrides)  # identity; path checked first
+    out_csv = sweep_output(out_csv, prof, data_root, aoi, ood, year, epochs, overrides, eval_split)  # identity; path checked first
     ft = prof.finetune
     tasks = tuple(tasks or ft.tasks)
     fractions = tuple(fractions or ft.label_fractions)
@@ -316,9 +321,9 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
     norm = finetune_normalization(data_root, aoi, prof, f"s1grd-{year}")
     products = products_for(tasks, year)
     full_train = finetune_dataset(data_root, aoi, "train", products, norm, 100.0, 0, cache_dir)
-    tests = {"in": finetune_dataset(data_root, aoi, "test", products, norm, cache_dir=cache_dir)}
+    tests = {"in": finetune_dataset(data_root, aoi, eval_split, products, norm, cache_dir=cache_dir)}
     if ood:
-        tests["out"] = finetune_dataset(ood[0], ood[1], "test", products, norm, cache_dir=cache_dir)
+        tests["out"] = finetune_dataset(ood[0], ood[1], eval_split, products, norm, cache_dir=cache_dir)
     subsets: dict[tuple, object] = {}
 
     def subset(pct, seed):

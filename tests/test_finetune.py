@@ -179,3 +179,13 @@ def test_strict_encoder_loading(region, mae_dir, tmp_path, tiny_profile):
     with pytest.raises(ValueError, match="classification"):
         run_finetune("vegetation", "knn", mae_dir, tiny_profile, region, "sim-a", progress=False,
                      cache_dir=tmp_path / "cache")
+
+
+def test_auto_precision_fine_tunes_in_fp32_off_cuda():
+    """bf16 autocast on a CPU wrecked supervised training from scratch: ``auto`` means fp32 there, an explicit
+    precision is kept, and on CUDA ``auto`` is left to the engine."""
+    from sarssl.train.finetune import finetune_train_config
+
+    assert finetune_train_config("cpu", 64, "scratch", device="cpu").precision == "fp32"
+    assert finetune_train_config("cpu", 64, "linear", device="cpu", precision="bf16").precision == "bf16"
+    assert finetune_train_config("gpu", 64, "scratch", device="cuda").precision == "auto"

@@ -91,11 +91,11 @@ def test_train_configs_of_the_cpu_book_are_unchanged():
     assert finetune_train_config(prof, 20, "linear", seed=1) == TrainConfig(
         epochs=40, batch_size=20, base_lr=1e-3, lr=3e-3, warmup_epochs=1.0, weight_decay=1e-4, betas=(0.9, 0.999),
         seed=1, out_dir=None, checkpoint_every=0, log_every=1, device="cpu", tensorboard=False, progress=False,
-        clip_grad=None, num_workers=0)
+        clip_grad=None, num_workers=0, precision="fp32")  # 'auto' fine-tunes in fp32 off CUDA
     assert finetune_train_config(prof, 200, "finetune", seed=0, epochs=20) == TrainConfig(
         epochs=20, batch_size=32, base_lr=1e-3, lr=None, warmup_epochs=1.0, weight_decay=0.05, betas=(0.9, 0.999),
         seed=0, out_dir=None, checkpoint_every=0, log_every=6, device="cpu", tensorboard=False, progress=False,
-        clip_grad=3.0, num_workers=0)
+        clip_grad=3.0, num_workers=0, precision="fp32")
     # overrides are configuration names; the resolved RunConfig is accepted as well
     cfg = train_config("finetune", prof, {"batch_size": 8, "probe_lr": 0.01})
     assert finetune_train_config(cfg, 40, "linear") == finetune_train_config(prof, 40, "linear", batch_size=8,

@@ -2,9 +2,11 @@
 
 For each method, the profile's own pretraining setup (``sarssl.train.pretrain``: dataset, task,
 engine configuration, DataLoader workers, DINO's batched multi-crop on the device) is trained for
-``--steps`` optimiser steps twice, in alternating rounds so background load hits both alike:
+``--steps`` optimiser steps from three sources, in rotating rounds so background load hits all alike:
 
-- end to end: chips read from the simulated region's GeoTIFFs by the profile's DataLoader;
+- GeoTIFF: chips read from the simulated region's GeoTIFFs (``data.packed_cache`` off);
+- packed: chips read through the packed cache (``data.packed_cache`` on, the default; the cache is
+  built before the timing starts);
 - model only: the same trainer on the first batches' samples held in memory (no file reads, no
   decoding, no workers), so what is left is the training step itself (and collation).
 
@@ -60,7 +62,7 @@ def main() -> None:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--methods", nargs="+", default=["mae", "dino"])
     ap.add_argument("--steps", type=int, default=15, help="optimiser steps per measurement")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
 
     from sarssl import workspace
@@ -71,19 +73,20 @@ def main() -> None:
     data = workspace.resolve_data("sim", profile, progress=False)
     print(f"profile {profile.name}: {profile.model.encoder} patch {profile.model.patch_size} at "
           f"{profile.model.img_size} px, data {data.root} {list(data.aois)}")
-    print(f"{'method':8s} {'workers':>7s} {'end to end [img/s]':>19s} {'model only [img/s]':>19s} {'ratio':>6s}")
+    sources = ("geotiff", "packed", "model")
+    print(f"{'method':8s} {'workers':>7s} " + " ".join(f"{s + ' [img/s]':>16s}" for s in sources)
+          + f" {'geotiff/model':>13s} {'packed/model':>12s}")
     for method in args.methods:
-        cfg = train_config(method, profile)
-        ends, models = [], []
+        rates = {s: [] for s in sources}
         for r in range(args.rounds):
-            for in_memory in ((False, True) if r % 2 == 0 else (True, False)):
+            for source in sources[r % 3:] + sources[:r % 3]:
+                cfg = train_config(method, profile, {"packed_cache": source != "geotiff"})
                 with tempfile.TemporaryDirectory() as tmp:
                     ctx = PretrainContext(cfg, Path(data.root), list(data.aois), Path(tmp), 0, False)
-                    rate = throughput(PRETRAIN_METHODS[method](ctx), args.steps, in_memory)
-                (models if in_memory else ends).append(rate)
-        e, m = max(ends), max(models)
-        print(f"{method:8s} {cfg.data.num_workers:7d} {e:19.1f} {m:19.1f} {e / m:6.2f}")
-
+                    rates[source].append(throughput(PRETRAIN_METHODS[method](ctx), args.steps, source == "model"))
+        best = {s: max(v) for s, v in rates.items()}
+        print(f"{method:8s} {cfg.data.num_workers:7d} " + " ".join(f"{best[s]:16.1f}" for s in sources)
+              + f" {best['geotiff'] / best['model']:13.2f} {best['packed'] / best['model']:12.2f}")
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ Layout under the root (``$SARSSL_HOME`` when set, else ``~/.cache/sarssl``)::
     runs/<profile>/<name>/                                 training runs (mae, dino, finetune, ...)
     runs/<profile>/sweep/sweep.csv                         the book's label-efficiency sweep
     norm/norm_<hash>.json                                  fitted normalisation (when no cache_dir)
-    packed/<aoi>/<hash>/                                   packed memmap caches of fine-tuning data
+    packed/<aoi>/<hash>/                                   packed memmap caches of fine-tuning and pretraining data
     bigearthnet/                                           the unpacked BigEarthNet example patches
     data/<kind>/<key>/<aoi>/                               data derived from a chapter's DATA source
 """
@@ -63,7 +63,8 @@ def norm_dir(cache_dir: str | Path | None = None) -> Path:
 
 
 def packed_cache_dir() -> Path:
-    """Default folder of the packed memmap caches of fine-tuning datasets (``<root>/packed``)."""
+    """Default folder of the packed memmap caches (``<root>/packed``): fine-tuning data, and pretraining
+    data unless ``data.packed_cache`` is off."""
     return workspace_dir() / "packed"
 
 

@@ -105,3 +105,29 @@ def test_labelled_aois_must_be_pretraining_aois(tmp_path):
     with pytest.raises(UserError, match="sim-b"):
         PretrainContext(train_config("mae", "smoke"), tmp_path, ["sim-a"], tmp_path, labelled_aois=["sim-b"])
     assert PretrainContext(train_config("mae", "smoke"), tmp_path, ["sim-a"], tmp_path).labelled_aois == ["sim-a"]
+
+
+def test_pretraining_reads_through_the_packed_cache_unless_switched_off(ws, tmp_path):
+    """``data.packed_cache`` (on by default, off for ``paper``): the same samples, read from the packed cache
+    under the workspace or from the chip files; the knob is not part of a run's identity."""
+    import torch
+
+    from sarssl.profiles import train_config
+    from sarssl.train.pretrain import PretrainContext, identity_config, labelled_normalization, pretrain_dataset
+    from sarssl.workspace import resolve_data
+
+    profile = get_profile("smoke")
+    assert profile.data.packed_cache and not get_profile("paper").data.packed_cache
+    root = resolve_data("sim", profile, progress=False).root
+    sets = {}
+    for on in (True, False):
+        cfg = train_config("mae", profile, {"packed_cache": on})
+        ctx = PretrainContext(cfg, root, ["sim-a"], tmp_path / "run", progress=False)
+        sets[on] = pretrain_dataset(ctx, labelled_normalization(ctx))
+    assert list(sets[True].caches) == ["sim-a"] and not sets[False].caches
+    assert (ws / "packed" / "sim-a").is_dir()
+    assert len(sets[True]) == len(sets[False])
+    for i in (0, len(sets[True]) - 1):
+        assert torch.equal(torch.as_tensor(sets[True][i]["s1"]), torch.as_tensor(sets[False][i]["s1"]))
+    on, off = (identity_config(train_config("mae", profile, {"packed_cache": v}).to_dict(), "mae") for v in (1, 0))
+    assert on == off

@@ -42,7 +42,7 @@ S1_PRODUCT = "s1grd-2020"
 #: included (it sets the learning-rate and momentum schedules), is part of the run's identity: to train
 #: longer, start a new run folder.
 RESUMABLE_FIELDS = ("engine.max_steps", "engine.resume", "engine.find_unused_parameters", "data.num_workers",
-                    "data.decode_on_device", "*.checkpoint_every", "*.log_every", "*.tensorboard", "mae.decode")
+                    "data.decode_on_device", "data.packed_cache", "*.checkpoint_every", "*.log_every", "*.tensorboard", "mae.decode")
 
 
 @dataclass
@@ -94,7 +94,14 @@ def labelled_normalization(ctx: PretrainContext, s1_product: str = S1_PRODUCT):
     from sarssl.data.datasets import M3LEODataset
 
     return M3LEODataset(ctx.data_root, ctx.labelled_aois, products=(s1_product,), norm_tiles=ctx.config.data.norm_tiles,
-                        seed=ctx.seed, progress=ctx.progress).norm
+                        seed=ctx.seed, progress=ctx.progress, cache_dir=_cache_dir(ctx)).norm
+
+
+def _cache_dir(ctx: PretrainContext):
+    """The packed cache the run reads through (``None``: the chip files, ``data.packed_cache`` off)."""
+    from sarssl.paths import packed_cache_dir
+
+    return packed_cache_dir() if ctx.config.data.packed_cache else None
 
 
 def pretrain_dataset(ctx: PretrainContext, norm, s1_product: str = S1_PRODUCT, split="train", products=None,
@@ -108,7 +115,8 @@ def pretrain_dataset(ctx: PretrainContext, norm, s1_product: str = S1_PRODUCT, s
 
     aois = ctx.labelled_aois if labelled else ctx.aois
     ds = M3LEODataset(ctx.data_root, aois, split=split, products=products or (s1_product,), normalization=norm,
-                      decode=decode, norm_tiles=ctx.config.data.norm_tiles, seed=ctx.seed, progress=ctx.progress)
+                      decode=decode, norm_tiles=ctx.config.data.norm_tiles, seed=ctx.seed, progress=ctx.progress,
+                      cache_dir=_cache_dir(ctx))
     if len(ds) == 0:
         raise UserError(f"no {split} chips with {s1_product} under {ctx.data_root} for AOIs {aois}")
     return ds

@@ -181,11 +181,17 @@ def test_strict_encoder_loading(region, mae_dir, tmp_path, tiny_profile):
                      cache_dir=tmp_path / "cache")
 
 
-def test_auto_precision_fine_tunes_in_fp32_off_cuda():
+def test_auto_precision_fine_tunes_in_fp32_off_cuda(monkeypatch):
     """bf16 autocast on a CPU wrecked supervised training from scratch: ``auto`` means fp32 there, an explicit
-    precision is kept, and on CUDA ``auto`` is left to the engine."""
+    precision is kept, and on CUDA (the gpu profile's device ``auto`` where CUDA is present) ``auto`` is left
+    to the engine."""
+    import torch
+
     from sarssl.train.finetune import finetune_train_config
 
     assert finetune_train_config("cpu", 64, "scratch", device="cpu").precision == "fp32"
     assert finetune_train_config("cpu", 64, "linear", device="cpu", precision="bf16").precision == "bf16"
-    assert finetune_train_config("gpu", 64, "scratch", device="cuda").precision == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert finetune_train_config("gpu", 64, "scratch").precision == "fp32"  # a gpu profile on a CPU machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert finetune_train_config("gpu", 64, "scratch").precision == "auto"

@@ -147,7 +147,7 @@ def finetune_train_config(profile, n_train: int, protocol: str, seed: int = 0, e
     and ``clip_grad``; precision ``auto`` is fp32 off CUDA. ``overrides``: flat configuration names (``batch_size``,
     ``lr``, ``probe_lr``...)."""
     from sarssl.profiles import RunConfig, train_config
-    from sarssl.train.engine import TrainConfig
+    from sarssl.train.engine import TrainConfig, resolve_device
 
     if isinstance(profile, RunConfig):
         if profile.method != "finetune":
@@ -163,7 +163,7 @@ def finetune_train_config(profile, n_train: int, protocol: str, seed: int = 0, e
     frozen = protocol in FROZEN_PROTOCOLS
     engine = cfg.engine_kwargs()
     device = device or cfg.engine_device
-    if engine["precision"] == "auto" and not str(device).startswith("cuda"):
+    if engine["precision"] == "auto" and resolve_device(device).type != "cuda":
         # bf16 autocast on a CPU wrecked supervised training from scratch (vegetation RMSE 10.6 % against 3.8 %
         # in fp32, 59 tiles, 40 steps) and was no faster: 'auto' fine-tunes in fp32 off CUDA
         engine["precision"] = "fp32"

@@ -54,8 +54,9 @@ class DataConfig:
     decode_on_device: bool = knob(False, "MAE: workers send compact uint8 records, decoded on the GPU",
                                   cli=False)  # the command line has the MAE section's --decode
     s1_product: str = knob("s1grd-2020", "Sentinel-1 product that pretraining reads")
-    packed_cache: bool = knob(True, "pretraining reads the chips through the packed cache (compact arrays under "
-                                    "<workspace>/packed, built on first use; about 6x faster than GeoTIFFs)")
+    packed_cache: bool = knob(True, "pretraining reads the chips through the packed cache (compact arrays "
+                                    "under <workspace>/packed, built on first use; a chip reads about 6x "
+                                    "faster than from its GeoTIFFs)")
     pool_regions: int = knob(0, "simulator: extra regions in the unlabelled pretraining pool (0: none)", cli=False)
     pool_chips: int = knob(0, "simulator: chips per pool region", cli=False)
 

@@ -42,7 +42,8 @@ S1_PRODUCT = "s1grd-2020"
 #: included (it sets the learning-rate and momentum schedules), is part of the run's identity: to train
 #: longer, start a new run folder.
 RESUMABLE_FIELDS = ("engine.max_steps", "engine.resume", "engine.find_unused_parameters", "data.num_workers",
-                    "data.decode_on_device", "data.packed_cache", "*.checkpoint_every", "*.log_every", "*.tensorboard", "mae.decode")
+                    "data.decode_on_device", "data.packed_cache", "*.checkpoint_every", "*.log_every", "*.tensorboard",
+                    "mae.decode")
 
 
 @dataclass

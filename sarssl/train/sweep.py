@@ -10,9 +10,10 @@ which (``grid`` for dense targets).
 
 Every run trains one head on ``limit_pct`` % of the pretraining region's labelled train chips (the
 subset comes from the dataset's ``limit_pct`` + ``seed``, so every method sees the same chips, and
-smaller fractions are nested in larger ones) and is evaluated on the test split (``eval_split``) of the same region
-(``region = "in"``) and, when given, on the test split of a second region (``region = "out"``, e.g.
-a simulated AOI ``sim-b`` drawn with another seed), with one normalisation for both.
+smaller fractions are nested in larger ones) and is evaluated on the test split (``eval_split``) of the
+same region (``region = "in"``) and, when given, on the test split of a second region
+(``region = "out"``, e.g. a simulated AOI ``sim-b`` drawn with another seed), with one normalisation
+for both.
 
 The CSV has one row per (run, region): ``task, method, protocol, limit_pct, n_tiles, seed, region``,
 the metrics (``rmse, mae, r2`` or ``miou, accuracy, iou_<class>``), ``n_eval`` (tiles or pixels
@@ -300,7 +301,8 @@ def run_sweep(profile, data_root, out_csv, methods=METHODS, fractions=None, seed
         raise ValueError("run_sweep needs data_root (an M3LEO root) and out_csv (the results file); the book "
                          "layer's are sarssl.workspace.resolve_data(DATA, profile).root and sweep_csv(profile, data)")
     prof = get_profile(profile) if isinstance(profile, str) else profile
-    out_csv = sweep_output(out_csv, prof, data_root, aoi, ood, year, epochs, overrides, eval_split)  # identity; path checked first
+    # identity; path checked first
+    out_csv = sweep_output(out_csv, prof, data_root, aoi, ood, year, epochs, overrides, eval_split)
     ft = prof.finetune
     tasks = tuple(tasks or ft.tasks)
     fractions = tuple(fractions or ft.label_fractions)

@@ -176,3 +176,28 @@ def test_layout_errors(fx, tmp_path, write_m3leo):
     bad.layout.split_csv.unlink()
     with pytest.raises(FileNotFoundError, match="no split file"):
         M3LEODataset(bad.layout.root, "fx", progress=False)
+
+
+def test_a_second_process_packing_the_same_cache_leaves_the_first_ones_arrays_alone(fx, tmp_path, monkeypatch):
+    # DDP ranks pack the same cache at once: one rank's rebuild must not truncate arrays another has memmapped
+    # (it did: a chapter-7 run ended in SIGBUS)
+    import sarssl.data.cache as cache_mod
+
+    norm = Normalization(INPUT_CHANNELS, np.full(12, -10.0), np.full(12, 4.0))
+    first, _ = make(fx, tmp_path, split=None, normalization=norm, cache_dir=tmp_path / "cache")
+    pc = next(iter(first.caches.values()))
+    ident = max(pc.rows, key=pc.rows.get)  # the last row: a rebuild in place rewrites it last
+    before = pc.read(ident)
+    real_read = cache_mod.read_record
+
+    def read_while_checking(*args, **kwargs):  # the first process keeps reading during the rebuild
+        now = pc.read(ident)
+        assert all(np.array_equal(now[k], before[k], equal_nan=True) for k in before)
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(cache_mod, "read_record", read_while_checking)
+    again = cache_mod.build_cache(tmp_path / "cache", first.layouts["fx"],
+                                  first.products, list(pc.rows), first.year, progress=False, key=pc.index["key"])
+    assert again.folder == pc.folder and again.index["rows"] == pc.rows
+    assert [p.name for p in pc.folder.parent.iterdir()] == [pc.folder.name]  # no building or stale folder left
+    assert all(np.array_equal(again.read(ident)[k], before[k], equal_nan=True) for k in before)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -122,7 +124,11 @@ def open_cache(cache_dir, layout: AOILayout, products, modis_year=None, key: dic
     A cache whose index records another key (a damaged or foreign index) is not used.
     """
     key = cache_key(layout, products, modis_year) if key is None else key
-    folder = cache_path(cache_dir, layout, products, modis_year, key)
+    return _open_folder(cache_path(cache_dir, layout, products, modis_year, key), key)
+
+
+def _open_folder(folder: Path, key: dict) -> PackedCache | None:
+    """The cache in ``folder`` if its index records ``key``, else ``None``."""
     if not (folder / "index.json").is_file():
         return None
     try:
@@ -144,9 +150,12 @@ def build_cache(cache_dir, layout: AOILayout, products, ids, modis_year=None,
     from tqdm.auto import tqdm
 
     key = cache_key(layout, products, modis_year) if key is None else key
-    folder = cache_path(cache_dir, layout, products, modis_year, key)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "index.json").unlink(missing_ok=True)
+    final = cache_path(cache_dir, layout, products, modis_year, key)
+    # built in a private folder and renamed into place, so processes packing the same cache at once (DDP ranks)
+    # never truncate arrays another one has memmapped (that ended a chapter-7 run in SIGBUS)
+    folder = final.with_name(f"{final.name}.building-{os.getpid()}")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     ids = list(ids)
     skipped = {k: list(v) for k, v in (skipped or {}).items()}
     details = dict(details or {})
@@ -194,7 +203,21 @@ def build_cache(cache_dir, layout: AOILayout, products, ids, modis_year=None,
     index = {"key": key, "rows": rows,
              "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in first.items()},
              "n": r, "skipped": skipped, "details": details}
-    tmp = folder / "index.json.tmp"
-    tmp.write_text(json.dumps(index))
-    tmp.replace(folder / "index.json")
-    return PackedCache(folder)
+    (folder / "index.json").write_text(json.dumps(index))
+    return _move_into_place(folder, final, key)
+
+
+def _move_into_place(built: Path, final: Path, key: dict) -> PackedCache:
+    """Rename the folder ``built`` to ``final``; a valid cache another process put there first is kept."""
+    try:
+        built.rename(final)
+    except OSError:  # final exists: a cache another process finished, or a stale or damaged one
+        current = _open_folder(final, key)
+        if current is not None:
+            shutil.rmtree(built, ignore_errors=True)
+            return current
+        stale = final.with_name(f"{final.name}.stale-{os.getpid()}")
+        final.rename(stale)
+        built.rename(final)
+        shutil.rmtree(stale, ignore_errors=True)
+    return PackedCache(final)

@@ -275,7 +275,7 @@ PROFILES: dict[str, Profile] = {
         # scratch, and the book 43 min on 2 cores; a step of a few tiles costs almost as much as one of 32)
         finetune=FinetuneConfig(epochs=12, min_steps=40, label_fractions=(1, 2, 4, 8, 16, 32, 64, 100),
                                 seeds=(0, 1, 2, 3, 4), protocol="linear"),
-        notes="A laptop: each chapter under about 10 minutes on 2 cores, the label sweep under 30.",
+        notes="A laptop: each chapter about 10 minutes on 2 cores, but chapter 5's label sweep about an hour.",
     ),
     "gpu": Profile(
         name="gpu",
